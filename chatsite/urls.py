@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from conversations import api, views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("c/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
+    path("c/new/", views.new_conversation, name="new_conversation"),
+    path("api/conversations/", api.conversations, name="api_conversations"),
+    path("api/conversations/<str:conversation_id>/", api.conversation, name="api_conversation"),
+    path("api/conversations/<str:conversation_id>/export", api.export, name="api_export"),
+    path("api/models/", api.models, name="api_models"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,135 @@
+"""Conversations and their messages, owned by one user and stored as a tree.
+
+Messages form a tree through `parent` so that regenerating a reply or editing
+a question adds a sibling branch instead of rewriting history; the
+conversation's `current_leaf` says which branch the member is looking at.
+"""
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .events import control_group, conversation_group
+
+
+class ConversationQuerySet(models.QuerySet):
+    def owned_by(self, user) -> "ConversationQuerySet":
+        """Scope every lookup by its owner: the only door to a conversation."""
+        if not user.is_authenticated:
+            return self.none()
+        # Checked in the database, so a member deactivated mid-session loses access at once.
+        return self.filter(owner=user, owner__is_active=True)
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="conv_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.id}"
+
+    @property
+    def group_name(self) -> str:
+        """Channel-layer group of every socket watching this conversation."""
+        return conversation_group(self.id)
+
+    @property
+    def control_group_name(self) -> str:
+        """Channel-layer group of the reply streaming in this conversation, if any."""
+        return control_group(self.id)
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        STOPPED = "stopped"
+        ERROR = "error"
+        INTERRUPTED = "interrupted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    # The text; for a message sent as content parts, the parts' text joined.
+    content = models.TextField(blank=True)
+    # The OpenAI content parts (text and image_url) when the member sent a list.
+    content_parts = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    model = models.CharField(max_length=200, blank=True)
+    finish_reason = models.CharField(max_length=64, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    # What the model saw: model, parameters and the ids of the messages sent.
+    request = models.JSONField(null=True, blank=True)
+    client_id = models.UUIDField(null=True, blank=True)
+    # A streaming reply whose lease has passed belongs to a process that died.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(status="streaming"),
+                name="one_streaming_reply_per_conversation",
+            ),
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="one_message_per_client_id",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="msg_conv_created"),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="streaming"),
+                name="msg_streaming_lease",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+    @property
+    def wire_content(self):
+        """The content as the member sent it: a string, or the list of parts."""
+        return self.content_parts if self.content_parts is not None else self.content
+
+
+def lease_deadline():
+    return timezone.now() + timedelta(seconds=settings.REPLY_LEASE_SECONDS)

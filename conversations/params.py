@@ -1,0 +1,79 @@
+"""Per-conversation Chat Completions parameters: what is allowed and in what range."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+PARAM_NAMES = (
+    "temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty",
+    "stop", "seed", "response_format", "user",
+)
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def _number(name: str, value, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not low <= value <= high:
+        raise ParamsError(f"{name} must be a number from {low:g} to {high:g}")
+    return value
+
+
+def _integer(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ParamsError(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def clean_params(params) -> dict:
+    """Validate a params object; unknown names and out-of-range values are errors."""
+    if not isinstance(params, dict):
+        raise ParamsError("params must be an object")
+    unknown = sorted(set(params) - set(PARAM_NAMES))
+    if unknown:
+        raise ParamsError(f"unknown parameter(s): {', '.join(unknown)}")
+    cleaned = {}
+    for name, value in params.items():
+        if value is None:
+            continue  # null clears a parameter
+        if name == "temperature":
+            cleaned[name] = _number(name, value, 0, 2)
+        elif name == "top_p":
+            cleaned[name] = _number(name, value, 0, 1)
+        elif name in ("presence_penalty", "frequency_penalty"):
+            cleaned[name] = _number(name, value, -2, 2)
+        elif name == "max_tokens":
+            cleaned[name] = _integer(name, value, 1, 1_000_000)
+        elif name == "seed":
+            cleaned[name] = _integer(name, value, -(2**63), 2**63 - 1)
+        elif name == "stop":
+            cleaned[name] = _stop(value)
+        elif name == "response_format":
+            cleaned[name] = _response_format(value)
+        elif name == "user":
+            if not isinstance(value, str) or len(value) > 256:
+                raise ParamsError("user must be a string of at most 256 characters")
+            cleaned[name] = value
+    return cleaned
+
+
+def _stop(value):
+    if isinstance(value, str) and 0 < len(value) <= 100:
+        return value
+    if (
+        isinstance(value, list)
+        and 0 < len(value) <= 4
+        and all(isinstance(item, str) and 0 < len(item) <= 100 for item in value)
+    ):
+        return value
+    raise ParamsError("stop must be a string or a list of up to 4 strings")
+
+
+def _response_format(value):
+    if not isinstance(value, dict) or value.get("type") not in RESPONSE_FORMAT_TYPES:
+        raise ParamsError(f"response_format.type must be one of {', '.join(RESPONSE_FORMAT_TYPES)}")
+    if value["type"] == "json_schema" and not isinstance(value.get("json_schema"), dict):
+        raise ParamsError("response_format json_schema needs a json_schema object")
+    return value

@@ -1,0 +1,35 @@
+"""The JSON shapes of conversations and messages, shared by the websocket and the API."""
+
+from __future__ import annotations
+
+from .models import Conversation, Message
+
+
+def message_dict(message: Message) -> dict:
+    data = {
+        "id": str(message.id),
+        "role": message.role,
+        "content": message.wire_content,
+        "status": message.status,
+        "parent_id": str(message.parent_id) if message.parent_id else None,
+        "created_at": message.created_at.isoformat(),
+    }
+    if message.role == Message.Role.ASSISTANT:
+        data["model"] = message.model
+        data["finish_reason"] = message.finish_reason or None
+        data["usage"] = message.usage
+    if message.error_code:
+        data["error"] = {"code": message.error_code, "message": message.error_message}
+    return data
+
+
+def conversation_dict(conversation: Conversation) -> dict:
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "system_prompt": conversation.system_prompt,
+        "params": conversation.params,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+    }
