@@ -1,0 +1,305 @@
+"""The one seam to the model server: OpenAI-compatible Chat Completions over httpx.
+
+Every outbound call goes through here, so timeouts, retries and the mapping of
+every failure to one of the protocol's error codes live in one place. Nothing
+here touches the database or the channel layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+from django.conf import settings
+from httpx_sse import EventSource, SSEError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to send requests; the key never appears in repr, logs or errors."""
+
+    base_url: str
+    api_key: str = field(default="", repr=False)
+
+    @classmethod
+    def default(cls) -> Endpoint:
+        return cls(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+class UpstreamError(Exception):
+    """A failure of the model server, already mapped to a protocol error code."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None,
+                 retry_after: float | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = retryable
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One parsed stream event: any of content, finish_reason and usage."""
+
+    content: str = ""
+    finish_reason: str | None = None
+    usage: dict | None = None
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def client() -> httpx.AsyncClient:
+    """One pooled client per event loop (httpx pools are bound to their loop)."""
+    loop = asyncio.get_running_loop()
+    existing = _clients.get(loop)
+    if existing is None or existing.is_closed:
+        existing = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=settings.UPSTREAM_CONNECT_TIMEOUT,
+                read=settings.UPSTREAM_READ_TIMEOUT,
+                write=30.0,
+                pool=settings.UPSTREAM_CONNECT_TIMEOUT,
+            ),
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+            follow_redirects=False,
+        )
+        _clients[loop] = existing
+    return existing
+
+
+async def stream_chat(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
+    """Stream a chat completion, retrying only before the first token.
+
+    Raises UpstreamError for every failure, including a stream that ends
+    without `data: [DONE]`. Use with contextlib.aclosing so that a stop
+    closes the upstream connection at once.
+    """
+    attempt = 0
+    while True:
+        started = False
+        try:
+            async for chunk in _stream_once(endpoint, body):
+                started = True
+                yield chunk
+            return
+        except UpstreamError as error:
+            wait = _retry_wait(error, attempt)
+            if started or wait is None:
+                raise
+            attempt += 1
+            log.info("upstream %s (%s); retry %d in %.1fs", error.code, error.status, attempt, wait)
+            await asyncio.sleep(wait)
+
+
+def _retry_wait(error: UpstreamError, attempt: int) -> float | None:
+    """Seconds to wait before retrying, or None when the error is final."""
+    if not error.retryable or attempt >= settings.UPSTREAM_MAX_RETRIES:
+        return None
+    wait = error.retry_after if error.retry_after is not None else 0.5 * 2**attempt
+    if wait > settings.UPSTREAM_MAX_RETRY_WAIT:
+        return None  # the server asks for longer than a member will wait
+    return wait
+
+
+async def _stream_once(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
+    url = f"{endpoint.base_url}/chat/completions"
+    try:
+        async with client().stream("POST", url, json=body, headers=endpoint.headers()) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise error_from_response(response, endpoint)
+            content_type = response.headers.get("content-type", "")
+            if content_type.startswith("application/json"):
+                # Some servers ignore stream: true; take the whole answer at once.
+                yield _chunk_from_completion(_json_or_error(await response.aread()), endpoint)
+                return
+            async for sse in EventSource(response).aiter_sse():
+                data = sse.data
+                if data == "[DONE]":
+                    return
+                if not data:
+                    continue
+                yield _chunk_from_event(_json_or_error(data), endpoint)
+    except UpstreamError:
+        raise
+    except SSEError:
+        raise UpstreamError(
+            "upstream_error", "The model server answered with something other than a stream."
+        ) from None
+    except httpx.ConnectTimeout:
+        raise UpstreamError(
+            "upstream_unavailable", "The model server did not accept the connection in time.",
+            retryable=True,
+        ) from None
+    except httpx.TimeoutException:
+        raise UpstreamError("timeout", "The model server stopped sending; the reply timed out.") from None
+    except httpx.ConnectError:
+        raise UpstreamError(
+            "upstream_unavailable", "Could not connect to the model server.", retryable=True
+        ) from None
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+        raise UpstreamError(
+            "upstream_error", "The connection to the model server broke off mid-reply."
+        ) from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(
+            "upstream_error", f"The request to the model server failed ({type(exc).__name__})."
+        ) from None
+    raise UpstreamError("upstream_error", "The model server's stream ended before the reply was complete.")
+
+
+def _json_or_error(data: str | bytes) -> dict:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        raise UpstreamError("upstream_error", "The model server sent a malformed chunk.") from None
+    if not isinstance(parsed, dict):
+        raise UpstreamError("upstream_error", "The model server sent a malformed chunk.")
+    return parsed
+
+
+def _chunk_from_event(event: dict, endpoint: Endpoint) -> Chunk:
+    if "error" in event:
+        raise error_from_object(event["error"], None, endpoint)
+    chunk = Chunk(usage=event.get("usage") or None)
+    choices = event.get("choices")
+    if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if isinstance(content, str):
+                chunk.content = content
+        chunk.finish_reason = choice.get("finish_reason") or None
+    return chunk
+
+
+def _chunk_from_completion(completion: dict, endpoint: Endpoint) -> Chunk:
+    if "error" in completion:
+        raise error_from_object(completion["error"], None, endpoint)
+    try:
+        choice = completion["choices"][0]
+        content = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise UpstreamError("upstream_error", "The model server sent an answer without choices.") from None
+    return Chunk(
+        content=content if isinstance(content, str) else "",
+        finish_reason=choice.get("finish_reason") or "stop",
+        usage=completion.get("usage") or None,
+    )
+
+
+def error_from_response(response: httpx.Response, endpoint: Endpoint) -> UpstreamError:
+    try:
+        payload = response.json()
+        detail = payload.get("error") if isinstance(payload, dict) else None
+    except ValueError:
+        detail = None
+    error = error_from_object(detail, response.status_code, endpoint)
+    error.retry_after = _parse_retry_after(response.headers.get("retry-after"))
+    return error
+
+
+def error_from_object(detail, status: int | None, endpoint: Endpoint) -> UpstreamError:
+    """Map an HTTP status and/or an OpenAI error object to a protocol error."""
+    if not isinstance(detail, dict):
+        detail = {"message": detail if isinstance(detail, str) else ""}
+    code = str(detail.get("code") or detail.get("type") or "")
+    said = _scrub(str(detail.get("message") or ""), endpoint)
+    suffix = f": {said}" if said else "."
+    retryable = status in RETRYABLE_STATUSES and code != "insufficient_quota"
+
+    if status in (401, 403) or code in ("invalid_api_key", "authentication_error"):
+        # Upstream auth messages can quote part of the key: never pass them on.
+        return UpstreamError(
+            "upstream_auth",
+            "The model server refused the server's credentials; an administrator must check the API key.",
+            status=status,
+        )
+    if code == "insufficient_quota":
+        return UpstreamError("quota", "The model account has run out of quota.", status=status)
+    if status == 413 or code == "context_length_exceeded":
+        return UpstreamError(
+            "too_large", f"The conversation is too long for this model{suffix}", status=status
+        )
+    if status == 429 or code == "rate_limit_exceeded":
+        return UpstreamError(
+            "upstream_rate_limited", "The model server is rate limiting requests; try again shortly.",
+            status=status, retryable=retryable,
+        )
+    if status == 408:
+        return UpstreamError("timeout", "The model server timed out.", status=status, retryable=True)
+    if status is not None and status >= 500:
+        return UpstreamError(
+            "upstream_unavailable", f"The model server is unavailable (HTTP {status}).",
+            status=status, retryable=retryable,
+        )
+    if status is not None:
+        return UpstreamError(
+            "upstream_error", f"The model server rejected the request (HTTP {status}){suffix}",
+            status=status,
+        )
+    return UpstreamError("upstream_error", f"The model server reported an error{suffix}")
+
+
+_KEY_PATTERN = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+
+
+def _scrub(text: str, endpoint: Endpoint) -> str:
+    """Upstream text is shown to members: strip anything key-like, keep it short."""
+    if endpoint.api_key:
+        text = text.replace(endpoint.api_key, "[redacted]")
+    text = _KEY_PATTERN.sub("[redacted]", text)
+    return text[:300]
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def list_models(endpoint: Endpoint) -> list[str]:
+    """The model ids the server offers, for the model picker."""
+    try:
+        response = await client().get(f"{endpoint.base_url}/models", headers=endpoint.headers())
+    except httpx.HTTPError:
+        raise UpstreamError("upstream_unavailable", "Could not reach the model server.") from None
+    if response.status_code != 200:
+        raise error_from_response(response, endpoint)
+    try:
+        data = response.json()["data"]
+        return sorted(str(item["id"]) for item in data if isinstance(item, dict) and "id" in item)
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamError("upstream_error", "The model server sent an unreadable model list.") from None
