@@ -1,0 +1,183 @@
+"""The small JSON API of the contract: thin views over forms and models.
+
+Session-authenticated; unsafe methods need the CSRF token (Django's
+middleware); every error is JSON: {"error": {"code", "message"[, "fields"]}}.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import wraps
+
+from asgiref.sync import async_to_sync
+from django import forms
+from django.conf import settings
+from django.db.models import Q
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+from django.utils.text import slugify
+from django.views.decorators.http import require_http_methods
+
+from . import exports, upstream
+from .actions import NotFound, get_conversation
+from .context import load_branch
+from .models import Conversation
+from .params import ParamsError, clean_params
+from .serializers import conversation_dict, message_dict
+
+LIST_LIMIT = 200
+
+
+def error(status: int, code: str, message: str, **extra) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def member_api(view):
+    """JSON 401 for anonymous callers, JSON 404 for anything not theirs."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return error(401, "unauthenticated", "Sign in first.")
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound:
+            return error(404, "not_found", "No such conversation.")
+        except BadBody as exc:
+            return error(400, "invalid", str(exc))
+
+    return wrapper
+
+
+class BadBody(Exception):
+    pass
+
+
+def read_json(request) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        raise BadBody("The body must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise BadBody("The body must be a JSON object.")
+    return data
+
+
+class ConversationForm(forms.Form):
+    title = forms.CharField(max_length=200, required=False)
+    model = forms.CharField(max_length=200, required=False)
+    system_prompt = forms.CharField(required=False, strip=False, max_length=settings.MAX_MESSAGE_CHARS)
+    params = forms.JSONField(required=False)
+
+    def __init__(self, data: dict):
+        wrong_types = [
+            name for name in ("title", "model", "system_prompt")
+            if name in data and not isinstance(data[name], str)
+        ]
+        unknown = sorted(set(data) - set(self.base_fields))
+        super().__init__(data)
+        self.present = [name for name in self.base_fields if name in data]
+        self.wrong_types, self.unknown = wrong_types, unknown
+
+    def clean(self):
+        for name in self.wrong_types:
+            self.add_error(name, "Must be a string.")
+        if self.unknown:
+            raise forms.ValidationError(f"Unknown field(s): {', '.join(self.unknown)}")
+        return super().clean()
+
+    def clean_params(self):
+        try:
+            return clean_params(self.cleaned_data.get("params") or {})
+        except ParamsError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+def invalid_form(form: ConversationForm) -> JsonResponse:
+    fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+    first = next(iter(fields.values()))[0]
+    return error(400, "invalid", first, fields=fields)
+
+
+@member_api
+@require_http_methods(["GET", "POST"])
+def conversations(request):
+    if request.method == "POST":
+        form = ConversationForm(read_json(request))
+        if not form.is_valid():
+            return invalid_form(form)
+        data = form.cleaned_data
+        conversation = Conversation.objects.create(
+            owner=request.user,
+            title=data["title"],
+            model=data["model"] or settings.DEFAULT_MODEL,
+            system_prompt=data["system_prompt"],
+            params=data["params"],
+        )
+        return JsonResponse(conversation_dict(conversation), status=201)
+    found = Conversation.objects.owned_by(request.user)
+    query = request.GET.get("q", "").strip()
+    if query:
+        matching = Q(title__icontains=query) | Q(messages__content__icontains=query)
+        found = found.filter(matching).distinct()
+    found = found.order_by("-updated_at")[:LIST_LIMIT]
+    return JsonResponse([conversation_dict(c) for c in found], safe=False)
+
+
+@member_api
+@require_http_methods(["GET", "PATCH", "DELETE"])
+def conversation(request, conversation_id):
+    conv = get_conversation(request.user, conversation_id)
+    if request.method == "DELETE":
+        conv.delete()
+        return HttpResponse(status=204)
+    if request.method == "PATCH":
+        form = ConversationForm(read_json(request))
+        if not form.is_valid():
+            return invalid_form(form)
+        changed = [name for name in form.present if name != "model" or form.cleaned_data["model"]]
+        if changed:
+            for name in changed:
+                setattr(conv, name, form.cleaned_data[name])
+            conv.updated_at = timezone.now()
+            conv.save(update_fields=[*changed, "updated_at"])
+    data = conversation_dict(conv)
+    data["messages"] = [message_dict(m) for m in load_branch(conv, conv.current_leaf_id)]
+    return JsonResponse(data)
+
+
+@member_api
+@require_http_methods(["GET"])
+def export(request, conversation_id):
+    conv = get_conversation(request.user, conversation_id)
+    kind = request.GET.get("format", "json")
+    name = slugify(conv.title)[:60] or "conversation"
+    if kind == "json":
+        response = JsonResponse(exports.as_json(conv), json_dumps_params={"indent": 2, "ensure_ascii": False})
+        filename = f"{name}.json"
+    elif kind == "md":
+        response = HttpResponse(exports.as_markdown(conv), content_type="text/markdown; charset=utf-8")
+        filename = f"{name}.md"
+    else:
+        return error(400, "invalid", "format must be json or md.")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@member_api
+@require_http_methods(["GET"])
+def models(request):
+    try:
+        found = async_to_sync(upstream.list_models)(upstream.Endpoint.default())
+    except upstream.UpstreamError as exc:
+        return error(502, exc.code, exc.message, default=settings.DEFAULT_MODEL)
+    return JsonResponse({"models": found, "default": settings.DEFAULT_MODEL})
+
+
+def csrf_failure(request, reason=""):
+    """JSON for API callers, Django's page for everyone else."""
+    if request.path.startswith("/api/"):
+        return error(403, "csrf", "CSRF check failed: send the csrftoken cookie's value as X-CSRFToken.")
+    from django.views.csrf import csrf_failure as default
+
+    return default(request, reason)

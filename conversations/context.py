@@ -1,0 +1,84 @@
+"""Rebuild the upstream `messages` list of a turn from the database.
+
+The browser never sends history: the branch that ends at the new user message
+is read in one query and walked through `parent` links, then trimmed from the
+oldest end to fit the token budget. The system prompt and the newest user
+message are always kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from .models import Conversation, Message
+
+IMAGE_TOKENS = 85  # what one low-detail image costs; a fair floor for any image
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+@dataclass
+class Context:
+    messages: list[dict]
+    message_ids: list[str]
+    estimated_tokens: int
+    dropped: int
+
+
+def branch(messages: dict, leaf_id) -> list[Message]:
+    """The path from the root to `leaf_id`, oldest first."""
+    path = []
+    node = messages.get(leaf_id)
+    while node is not None:
+        path.append(node)
+        node = messages.get(node.parent_id)
+    path.reverse()
+    return path
+
+
+def load_branch(conversation: Conversation, leaf_id) -> list[Message]:
+    """Load every message of the conversation once and walk to `leaf_id`."""
+    messages = {m.id: m for m in Message.objects.filter(conversation=conversation)}
+    return branch(messages, leaf_id)
+
+
+def estimate_tokens(message: Message) -> int:
+    images = sum(
+        1 for part in message.content_parts or () if part.get("type") == "image_url"
+    )
+    return len(message.content) // 4 + images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
+
+
+def upstream_message(message: Message) -> dict:
+    return {"role": message.role, "content": message.wire_content}
+
+
+def should_send(message: Message) -> bool:
+    """Skip replies that produced no text (failed before the first token)."""
+    return message.role != Message.Role.ASSISTANT or bool(message.content)
+
+
+def build_context(conversation: Conversation, path: list[Message], max_tokens: int | None) -> Context:
+    """The messages for a request whose newest message is `path[-1]`."""
+    budget = settings.CONTEXT_TOKEN_BUDGET - (max_tokens or 0)
+    system = []
+    if conversation.system_prompt:
+        system = [{"role": "system", "content": conversation.system_prompt}]
+        budget -= len(conversation.system_prompt) // 4 + MESSAGE_OVERHEAD_TOKENS
+    candidates = [m for m in path if should_send(m)]
+    kept: list[Message] = []
+    used = 0
+    for index, message in enumerate(reversed(candidates)):
+        cost = estimate_tokens(message)
+        if index > 0 and used + cost > budget:
+            break
+        kept.append(message)
+        used += cost
+    kept.reverse()
+    return Context(
+        messages=system + [upstream_message(m) for m in kept],
+        message_ids=[str(m.id) for m in kept],
+        estimated_tokens=used,
+        dropped=len(candidates) - len(kept),
+    )

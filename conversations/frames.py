@@ -1,0 +1,123 @@
+"""Validation of what members send: websocket frames and message content.
+
+Every client frame is checked here before anything else sees it; a bad one
+raises FrameError with the protocol's error code and a human message.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+
+IMAGE_DETAILS = ("auto", "low", "high")
+MAX_PARTS = 20
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ClientFrame:
+    type: str
+    text: str = ""
+    parts: list | None = None
+    client_id: uuid.UUID | None = None
+    message_id: uuid.UUID | None = None
+
+
+def parse_frame(raw: str) -> ClientFrame:
+    if len(raw) > settings.WS_MAX_FRAME_BYTES:
+        raise FrameError("too_large", f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes.")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise FrameError("invalid", "Frames must be JSON objects.") from None
+    if not isinstance(data, dict):
+        raise FrameError("invalid", "Frames must be JSON objects.")
+    kind = data.get("type")
+    if kind == "send":
+        text, parts = clean_content(data.get("content"))
+        return ClientFrame("send", text, parts, client_id=_uuid(data, "client_id"))
+    if kind == "stop":
+        return ClientFrame("stop")
+    if kind == "regenerate":
+        return ClientFrame("regenerate", message_id=_uuid(data, "message_id"))
+    if kind == "edit":
+        message_id = _uuid(data, "message_id")
+        if message_id is None:
+            raise FrameError("invalid", "edit needs the message_id of the message to edit.")
+        text, parts = clean_content(data.get("content"))
+        return ClientFrame("edit", text, parts, client_id=_uuid(data, "client_id"), message_id=message_id)
+    if not isinstance(kind, str):
+        raise FrameError("invalid", "Frames need a string 'type'.")
+    raise FrameError("invalid", f"Unknown frame type {kind[:40]!r}.")
+
+
+def _uuid(data: dict, name: str) -> uuid.UUID | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FrameError("invalid", f"{name} must be a UUID string.")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise FrameError("invalid", f"{name} must be a UUID string.") from None
+
+
+def clean_content(content) -> tuple[str, list | None]:
+    """Return (text, parts): parts is None for plain text, else the cleaned list."""
+    limit = settings.MAX_MESSAGE_CHARS
+    if isinstance(content, str):
+        if not content.strip():
+            raise FrameError("invalid", "The message is empty.")
+        if len(content) > limit:
+            raise FrameError("too_large", f"Messages are limited to {limit} characters.")
+        return content, None
+    if not isinstance(content, list) or not content:
+        raise FrameError("invalid", "content must be a string or a non-empty list of content parts.")
+    if len(content) > MAX_PARTS:
+        raise FrameError("too_large", f"A message can have at most {MAX_PARTS} parts.")
+    parts, texts = [], []
+    for part in content:
+        if not isinstance(part, dict):
+            raise FrameError("invalid", "Each content part must be an object.")
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise FrameError("invalid", "A text part needs a string 'text'.")
+            texts.append(text)
+            parts.append({"type": "text", "text": text})
+        elif kind == "image_url":
+            parts.append({"type": "image_url", "image_url": _image(part.get("image_url"))})
+        else:
+            raise FrameError("invalid", "Content parts must be of type 'text' or 'image_url'.")
+    text = "\n".join(texts)
+    if len(text) > limit:
+        raise FrameError("too_large", f"Messages are limited to {limit} characters.")
+    if not text.strip() and not any(p["type"] == "image_url" for p in parts):
+        raise FrameError("invalid", "The message is empty.")
+    return text, parts
+
+
+def _image(image) -> dict:
+    if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+        raise FrameError("invalid", "An image_url part needs an object with a string 'url'.")
+    url = image["url"]
+    if not (url.startswith(("https://", "http://")) or url.startswith("data:image/")):
+        raise FrameError("invalid", "Image URLs must be http(s) URLs or data:image/ URLs.")
+    cleaned = {"url": url}
+    detail = image.get("detail")
+    if detail is not None:
+        if detail not in IMAGE_DETAILS:
+            raise FrameError("invalid", "image detail must be auto, low or high.")
+        cleaned["detail"] = detail
+    return cleaned

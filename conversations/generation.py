@@ -1,0 +1,251 @@
+"""One reply's life: stream from the model, fan out deltas, persist, finish.
+
+A Generation runs as its own asyncio task, owned by this module's registry
+rather than by any socket, so it outlives the tab that started it. Sockets are
+only subscribers: they receive its deltas through the conversation's group and
+may ask it (through the control group) to stop or to tell them the text so far.
+
+Three loops share the reply's text:
+  - the reader appends upstream chunks to a list (no I/O per token);
+  - the publisher sends what is pending at most once per coalescing window,
+    the first delta at once, each with its character offset;
+  - the flusher writes the text to the row about once a second, renewing the
+    lease that tells other processes this reply is alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from contextlib import aclosing
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import actions, events
+from .models import Message
+from .upstream import Endpoint, UpstreamError, stream_chat
+
+log = logging.getLogger(__name__)
+
+# Strong references: asyncio keeps only weak ones to running tasks.
+_running: dict[uuid.UUID, asyncio.Task] = {}
+
+FINAL_WRITE_ATTEMPTS = 5
+
+
+def start(turn: actions.Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
+    """Start streaming the turn's reply in the background and return its task."""
+    generation = Generation(turn.conversation_id, turn.reply.id, turn.body, endpoint or Endpoint.default())
+    task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{turn.reply.id}")
+    _running[turn.reply.id] = task
+    task.add_done_callback(lambda _: _running.pop(turn.reply.id, None))
+    return task
+
+
+def running_tasks() -> list[asyncio.Task]:
+    return list(_running.values())
+
+
+class Generation:
+    def __init__(self, conversation_id: uuid.UUID, reply_id: uuid.UUID, body: dict, endpoint: Endpoint):
+        self.conversation_id = conversation_id
+        self.reply_id = reply_id
+        self.message_id = str(reply_id)
+        self.body = body
+        self.endpoint = endpoint
+        self.layer = get_channel_layer()
+        self.parts: list[str] = []  # everything received, joined on demand
+        self.length = 0
+        self.pending: list[str] = []  # received, not yet published
+        self.published = 0  # characters announced to sockets
+        self.finish_reason: str | None = None
+        self.usage: dict | None = None
+        self.stop_requested = False
+        self.closing = False
+        self.wake = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.reader: asyncio.Task | None = None
+
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    async def run(self) -> None:
+        # The default prefix: channels-redis serves every process-local channel of one
+        # prefix from a single receive loop; another prefix would wait behind it.
+        control = await self.layer.new_channel()
+        group = events.control_group(self.conversation_id)
+        await self.layer.group_add(group, control)
+        listener = asyncio.create_task(self._listen(control))
+        publisher = asyncio.create_task(self._publish_loop())
+        flusher = asyncio.create_task(self._flush_loop())
+        self.reader = asyncio.create_task(self._read())
+        try:
+            await asyncio.wait([self.reader])
+        finally:
+            self.closing = True
+            self.wake.set()
+            self.closed.set()
+            await asyncio.gather(publisher, flusher, return_exceptions=True)
+            await self._finish()
+            # Ended by a message, not cancelled: a Redis call is never cut mid-flight.
+            await self.layer.group_discard(group, control)
+            await self.layer.send(control, {"type": "reply.end"})
+            await asyncio.gather(listener, return_exceptions=True)
+
+    def stop(self) -> None:
+        """Cancel the upstream request; the text so far is saved as stopped."""
+        if self.reader is not None and not self.reader.done():
+            self.stop_requested = True
+            self.reader.cancel()
+
+    async def _read(self) -> None:
+        limit = settings.MAX_REPLY_CHARS
+        async with aclosing(stream_chat(self.endpoint, self.body)) as chunks:
+            async for chunk in chunks:
+                if chunk.content:
+                    content = chunk.content
+                    if self.length + len(content) > limit:
+                        content = content[: limit - self.length]
+                        self._append(content)
+                        raise UpstreamError(
+                            "too_large",
+                            f"The reply passed the server's limit of {limit} characters and was cut there.",
+                        )
+                    self._append(content)
+                if chunk.finish_reason:
+                    self.finish_reason = chunk.finish_reason
+                if chunk.usage:
+                    self.usage = chunk.usage
+
+    def _append(self, content: str) -> None:
+        if content:
+            self.parts.append(content)
+            self.pending.append(content)
+            self.length += len(content)
+            self.wake.set()
+
+    async def _publish_loop(self) -> None:
+        """Publish pending text at once, then at most once per window."""
+        window = settings.DELTA_COALESCE_SECONDS
+        while not self.closing:
+            await self.wake.wait()
+            self.wake.clear()
+            await self._publish_pending()
+            if window and not self.closing:
+                await asyncio.sleep(window)
+        await self._publish_pending()  # what arrived during the last send
+
+    async def _publish_pending(self) -> None:
+        if not self.pending:
+            return
+        content = "".join(self.pending)
+        self.pending.clear()
+        offset = self.published
+        # Count it as published before sending, so a sync answered meanwhile
+        # covers it; the socket trims the overlap by offset.
+        self.published += len(content)
+        try:
+            await events.publish(self.conversation_id, events.delta_event(self.message_id, offset, content))
+        except Exception:
+            # Sockets that missed it see a gap in offsets and resync; the text is safe here.
+            log.exception("publishing a delta of reply %s failed", self.message_id)
+
+    async def _flush_loop(self) -> None:
+        """Write the text about once a second; renew the lease even while stalled."""
+        interval = settings.REPLY_FLUSH_SECONDS
+        heartbeat = settings.REPLY_LEASE_SECONDS / 3
+        flushed_length = 0
+        since_write = 0.0
+        while not self.closed.is_set():
+            try:
+                await asyncio.wait_for(self.closed.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            since_write += interval
+            if self.length == flushed_length and since_write < heartbeat:
+                continue
+            length = self.length
+            try:
+                still_ours = await database_sync_to_async(actions.save_progress)(self.reply_id, self.text())
+            except Exception:
+                log.exception("saving progress of reply %s failed; will retry", self.message_id)
+                continue
+            flushed_length, since_write = length, 0.0
+            if not still_ours:
+                log.warning("reply %s was taken over (lease expired); stopping it", self.message_id)
+                self.stop()
+
+    async def _listen(self, channel: str) -> None:
+        """Answer stop and sync requests from sockets on any process."""
+        while True:
+            message = await self.layer.receive(channel)
+            kind = message.get("type")
+            if kind == "reply.end":
+                return
+            if kind == "reply.stop":
+                self.stop()
+            elif kind == "reply.sync" and isinstance(message.get("reply_channel"), str):
+                await self.layer.send(
+                    message["reply_channel"],
+                    {
+                        "type": "reply.sync",
+                        "message_id": self.message_id,
+                        "text": self.text()[: self.published],
+                    },
+                )
+
+    def _outcome(self) -> dict:
+        reader = self.reader
+        if reader.cancelled():
+            return {"status": Message.Status.STOPPED, "finish_reason": "stop" if self.stop_requested else ""}
+        error = reader.exception()
+        if error is None:
+            return {"status": Message.Status.COMPLETE, "finish_reason": self.finish_reason or "stop"}
+        if not isinstance(error, UpstreamError):
+            log.error("reply %s failed", self.message_id, exc_info=error)
+            error = UpstreamError("upstream_error", "The reply failed because of an error on the server.")
+        return {
+            "status": Message.Status.ERROR,
+            "finish_reason": self.finish_reason or "",
+            "error_code": error.code,
+            "error_message": error.message,
+        }
+
+    async def _finish(self) -> None:
+        """Write the final row first, then tell the sockets (never the other way round)."""
+        outcome = self._outcome()
+        stored = None
+        for attempt in range(FINAL_WRITE_ATTEMPTS):
+            try:
+                stored = await database_sync_to_async(actions.finish_reply)(
+                    self.reply_id, text=self.text(), usage=self.usage, **outcome
+                )
+                break
+            except Exception:
+                log.exception("saving the end of reply %s failed (attempt %d)", self.message_id, attempt + 1)
+                await asyncio.sleep(0.5 * 2**attempt)
+        if stored is None:
+            # The lease will expire and mark it interrupted with the last flushed text.
+            return
+        if outcome["status"] == Message.Status.ERROR:
+            frame = {
+                "type": "error",
+                "code": outcome["error_code"],
+                "message": outcome["error_message"],
+                "message_id": self.message_id,
+            }
+        else:
+            frame = {
+                "type": "done",
+                "message_id": self.message_id,
+                "status": outcome["status"],
+                "finish_reason": stored["finish_reason"],
+                "usage": self.usage,
+            }
+        await events.publish_frame(self.conversation_id, frame, message_id=self.message_id)

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from .consumers import ConversationConsumer
+
+websocket_urlpatterns = [
+    path("ws/conversations/<str:conversation_id>/", ConversationConsumer.as_asgi()),
+]

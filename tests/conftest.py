@@ -1,0 +1,254 @@
+"""Shared fixtures: members with real sessions, sockets on the real ASGI app,
+the fake upstream as a real HTTP server, and daphne processes for the
+tests that need more than one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket as socketlib
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from chatsite.asgi import application
+from conversations import generation
+from conversations.models import Conversation
+from tests.fake_upstream import FakeUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server():
+    with FakeUpstream(api_key=os.environ["OPENAI_API_KEY"]) as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(fake_upstream_server, settings):
+    """The fake model server, emptied, and the app pointed at it."""
+    fake_upstream_server.reset()
+    settings.OPENAI_BASE_URL = fake_upstream_server.base_url
+    return fake_upstream_server
+
+
+@dataclass
+class Member:
+    user: object
+    session: str
+    client: Client
+
+    def conversation(self, **fields) -> Conversation:
+        fields.setdefault("model", "fake-model")
+        return Conversation.objects.create(owner=self.user, **fields)
+
+
+@pytest.fixture
+def make_member(transactional_db):
+    def make(name: str, **extra) -> Member:
+        user = get_user_model().objects.create_user(name, password=f"pw-{name}-123", **extra)
+        client = Client()
+        client.force_login(user)
+        return Member(user, client.cookies[django_settings.SESSION_COOKIE_NAME].value, client)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_member):
+    return make_member("alice")
+
+
+@pytest.fixture
+def bob(make_member):
+    return make_member("bob")
+
+
+class Socket:
+    """A browser tab on the real ASGI app: frames in, exact replies assembled."""
+
+    def __init__(self, member: Member | None, conversation_id, origin: str | None = "http://testserver"):
+        headers = [(b"host", b"testserver")]
+        if origin:
+            headers.append((b"origin", origin.encode()))
+        if member:
+            headers.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={member.session}".encode()))
+        self.comm = WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers)
+        self.frames: list[dict] = []
+        self.connected = False
+
+    async def connect(self) -> tuple[bool, int | None]:
+        connected, code = await self.comm.connect(timeout=10)
+        self.connected = connected
+        return connected, code
+
+    async def send(self, **frame) -> None:
+        await self.comm.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text: str) -> None:
+        await self.comm.send_to(text_data=text)
+
+    async def recv(self, timeout: float = 15) -> dict:
+        frame = json.loads(await self.comm.receive_from(timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def until(self, predicate, timeout: float = 20) -> dict:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            frame = await self.recv(timeout=max(remaining, 0.01))
+            if predicate(frame):
+                return frame
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        return await self.comm.receive_nothing(timeout=timeout)
+
+    async def close(self) -> None:
+        if self.connected:
+            self.connected = False
+            await self.comm.disconnect()
+
+
+@dataclass
+class Reply:
+    message_id: str
+    text: str
+    end: dict  # the done or error frame
+
+
+async def follow_reply(recv, *, text: str = "", message_id: str | None = None) -> Reply:
+    """Assemble a streaming reply from its frames, insisting on exact offsets.
+
+    `text` is what a snapshot already showed; every delta must start exactly
+    where the text so far ends: no gap and no double.
+    """
+    parts = [text]
+    length = len(text)
+    while True:
+        frame = await recv()
+        kind = frame["type"]
+        if kind == "message" and frame["message"]["status"] == "streaming" and message_id is None:
+            message_id = frame["message"]["id"]
+        elif kind == "delta" and frame["message_id"] == message_id:
+            assert frame["offset"] == length, f"delta at {frame['offset']}, expected {length}"
+            parts.append(frame["content"])
+            length += len(frame["content"])
+        elif kind in ("done", "error") and frame.get("message_id") == message_id and message_id:
+            return Reply(message_id, "".join(parts), frame)
+        elif kind == "error" and not frame.get("message_id"):
+            raise AssertionError(f"unexpected error frame {frame}")
+
+
+@pytest.fixture
+async def sockets():
+    """Open tabs, closed at the end; then every reply still running is awaited."""
+    opened: list[Socket] = []
+
+    def open_socket(member, conversation_id, **kwargs) -> Socket:
+        tab = Socket(member, conversation_id, **kwargs)
+        opened.append(tab)
+        return tab
+
+    yield open_socket
+    for tab in opened:
+        await tab.close()
+    await drain_replies()
+
+
+@pytest.fixture(autouse=True)
+async def fresh_channel_layer():
+    """A channel layer per test: channels-redis binds its locks to one event loop."""
+    channel_layers.backends.clear()
+    yield
+    for layer in list(channel_layers.backends.values()):
+        if hasattr(layer, "close_pools"):
+            await layer.close_pools()
+    channel_layers.backends.clear()
+
+
+async def drain_replies(timeout: float = 20) -> None:
+    tasks = generation.running_tasks()
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        assert not pending, "a reply was still running at the end of the test"
+
+
+def free_port() -> int:
+    with socketlib.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class DaphneProcess:
+    """The app as a real daphne process sharing this test's Postgres and Redis."""
+
+    def __init__(self, env: dict):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                with socketlib.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("daphne did not start")
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, conversation_id) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/conversations/{conversation_id}/"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def app_env(transactional_db, upstream):
+    """Environment for app processes: this test's database, Redis prefix and upstream."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        OPENAI_BASE_URL=upstream.base_url,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def daphne_pair(app_env):
+    """Two app processes, as behind a load balancer."""
+    started = [DaphneProcess(app_env), DaphneProcess(app_env)]
+    yield started
+    for process in started:
+        process.stop()

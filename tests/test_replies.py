@@ -1,0 +1,244 @@
+"""From a send to a streamed, stored reply, over the real ASGI app, Postgres,
+Redis and the fake upstream as a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+
+from conversations.models import Message
+from tests.conftest import drain_replies, follow_reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def stored(message_id) -> Message:
+    return Message.objects.get(pk=message_id)
+
+
+@database_sync_to_async
+def messages_of(conversation) -> list[Message]:
+    return list(conversation.messages.order_by("created_at"))
+
+
+async def open_tab(sockets, member, conversation) -> object:
+    tab = sockets(member, conversation.id)
+    connected, _ = await tab.connect()
+    assert connected
+    snapshot = await tab.recv()
+    assert snapshot["type"] == "snapshot"
+    return tab
+
+
+async def test_a_reply_streams_and_is_stored(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='What is up? fake:{"tokens": 20}', client_id=str(uuid.uuid4()))
+
+    question = await tab.until(lambda f: f["type"] == "message")
+    assert question["message"]["role"] == "user"
+    reply = await follow_reply(tab.recv)
+
+    assert reply.end == {
+        "type": "done", "message_id": reply.message_id, "status": "complete",
+        "finish_reason": "stop", "usage": reply.end["usage"],
+    }
+    assert reply.end["usage"]["completion_tokens"] == 20
+    row = await stored(reply.message_id)
+    assert row.status == "complete"
+    assert row.content == reply.text == upstream.requests[0]["streamed_text"]
+    assert row.usage == reply.end["usage"]
+    assert row.parent_id == uuid.UUID(question["message"]["id"])
+    assert row.lease_expires_at is None
+    body = upstream.requests[0]["body"]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert row.request["message_ids"] == [question["message"]["id"]]
+    assert row.request["model"] == "fake-model"
+
+
+async def test_twenty_members_at_once_each_get_exactly_their_own_reply(make_member, upstream, sockets):
+    members = [await database_sync_to_async(make_member)(f"member{i}") for i in range(20)]
+    conversations = [await database_sync_to_async(m.conversation)() for m in members]
+    tabs = [await open_tab(sockets, m, c) for m, c in zip(members, conversations)]
+    await asyncio.gather(*(
+        tab.send(type="send", content=f'question-{i} fake:{{"tokens": 25, "delay": 0.003}}',
+                 client_id=str(uuid.uuid4()))
+        for i, tab in enumerate(tabs)
+    ))
+    replies = await asyncio.gather(*(follow_reply(tab.recv) for tab in tabs))
+
+    streamed = {r["body"]["messages"][-1]["content"].split()[0]: r["streamed_text"] for r in upstream.requests}
+    assert len(upstream.requests) == 20, [(r["body"]["messages"][-1]["content"], r["streamed_text"][-20:], r["finished"]) for r in upstream.requests]
+    assert len(streamed) == 20
+    for i, (tab, reply, conversation) in enumerate(zip(tabs, replies, conversations)):
+        row = await stored(reply.message_id)
+        assert row.conversation_id == conversation.id
+        assert row.content == reply.text == streamed[f"question-{i}"]
+        assert reply.text.startswith(f"You said: question-{i} ")
+        own_ids = {str(m.id) for m in await messages_of(conversation)}
+        for frame in tab.frames:
+            about = frame.get("message_id") or frame.get("message", {}).get("id")
+            if about:
+                assert about in own_ids, f"tab {i} received a frame of another conversation"
+
+
+async def test_the_second_turn_is_sent_with_the_first_from_the_database(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)(system_prompt="Be brief.")
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content="first question", client_id=str(uuid.uuid4()))
+    first = await follow_reply(tab.recv)
+    await tab.send(type="send", content="second question", client_id=str(uuid.uuid4()))
+    await follow_reply(tab.recv)
+
+    sent = upstream.requests[1]["body"]["messages"]
+    assert sent == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "second question"},
+    ]
+    rows = await messages_of(conversation)
+    assert [m.role for m in rows] == ["user", "assistant", "user", "assistant"]
+    assert rows[3].request["message_ids"] == [str(m.id) for m in rows[:3]]
+    assert rows[2].parent_id == rows[1].id
+
+
+async def test_two_tabs_sending_at_once_start_exactly_one_reply(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    one = await open_tab(sockets, alice, conversation)
+    two = await open_tab(sockets, alice, conversation)
+    slow = 'fake:{"tokens": 30, "delay": 0.02}'
+    await asyncio.gather(
+        one.send(type="send", content=f"from one {slow}", client_id=str(uuid.uuid4())),
+        two.send(type="send", content=f"from two {slow}", client_id=str(uuid.uuid4())),
+    )
+    busy = []
+    for tab in (one, two):
+        frame = await tab.until(lambda f: f["type"] in ("done", "error") and f.get("code") != "upstream_error")
+        if frame["type"] == "error":
+            busy.append(frame)
+    await drain_replies()
+    rows = await messages_of(conversation)
+    assert len(busy) == 1 and busy[0]["code"] == "busy" and "message_id" not in busy[0]
+    assert [m.role for m in rows] == ["user", "assistant"]
+    assert len(upstream.requests) == 1
+
+
+async def test_the_reply_goes_on_when_the_tab_goes_away(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='bye fake:{"tokens": 40, "delay": 0.01}', client_id=str(uuid.uuid4()))
+    delta = await tab.until(lambda f: f["type"] == "delta")
+    await tab.close()
+    await drain_replies()
+    row = await stored(delta["message_id"])
+    assert row.status == "complete"
+    assert row.content == upstream.requests[0]["streamed_text"]
+    assert row.content.endswith("w39 ")
+
+
+async def test_a_tab_joining_mid_reply_gets_snapshot_then_every_character_once(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    first = await open_tab(sockets, alice, conversation)
+    await first.send(type="send", content='long fake:{"tokens": 150, "delay": 0.01}', client_id=str(uuid.uuid4()))
+    for _ in range(5):
+        await first.until(lambda f: f["type"] == "delta")
+
+    late = sockets(alice, conversation.id)
+    assert (await late.connect())[0]
+    snapshot = await late.recv()
+    active = snapshot["active"]
+    assert active is not None and active["status"] == "streaming" and active["content"]
+    assert snapshot["messages"][-1] == active
+    reply = await follow_reply(late.recv, text=active["content"], message_id=active["id"])
+
+    row = await stored(active["id"])
+    assert reply.text == row.content == upstream.requests[0]["streamed_text"]
+
+
+async def test_stop_keeps_the_text_so_far_and_frees_the_conversation(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='stop me fake:{"tokens": 500, "delay": 0.02}', client_id=str(uuid.uuid4()))
+    first = await tab.until(lambda f: f["type"] == "delta")
+    await tab.send(type="stop")
+    reply = await follow_reply(tab.recv, text=first["content"], message_id=first["message_id"])
+
+    assert reply.end["type"] == "done" and reply.end["status"] == "stopped"
+    row = await stored(reply.message_id)
+    assert row.status == "stopped"
+    assert row.content and "w499" not in row.content
+    assert upstream.requests[0]["streamed_text"].startswith(row.content)
+
+    await tab.send(type="send", content="next", client_id=str(uuid.uuid4()))
+    after = await follow_reply(tab.recv)
+    assert after.end["status"] == "complete"
+
+
+async def test_a_resent_client_id_creates_no_second_message(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    client_id = str(uuid.uuid4())
+    await tab.send(type="send", content="once", client_id=client_id)
+    await follow_reply(tab.recv)
+    await tab.send(type="send", content="once", client_id=client_id)
+    echo = await tab.recv()
+    assert echo["type"] == "message" and echo["message"]["content"] == "once"
+    assert await tab.nothing()
+    rows = await messages_of(conversation)
+    assert [m.role for m in rows] == ["user", "assistant"]
+    assert echo["message"]["id"] == str(rows[0].id)
+    assert len(upstream.requests) == 1
+
+
+async def test_regenerate_and_edit_make_sibling_branches(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content="original", client_id=str(uuid.uuid4()))
+    first = await follow_reply(tab.recv)
+    await tab.send(type="regenerate", message_id=first.message_id)
+    second = await follow_reply(tab.recv)
+    rows = {str(m.id): m for m in await messages_of(conversation)}
+    assert rows[second.message_id].parent_id == rows[first.message_id].parent_id
+
+    question_id = str(rows[first.message_id].parent_id)
+    await tab.send(type="edit", message_id=question_id, content="edited", client_id=str(uuid.uuid4()))
+    edited = await follow_reply(tab.recv)
+    rows = {str(m.id): m for m in await messages_of(conversation)}
+    new_question = rows[str(rows[edited.message_id].parent_id)]
+    assert new_question.content == "edited" and new_question.parent_id is None
+    assert upstream.requests[-1]["body"]["messages"] == [{"role": "user", "content": "edited"}]
+
+    snapshot_tab = await open_tab(sockets, alice, conversation)
+    snapshot = snapshot_tab.frames[0]
+    assert [m["id"] for m in snapshot["messages"]] == [str(new_question.id), edited.message_id]
+
+
+async def test_content_parts_reach_the_upstream_as_sent(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    parts = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.org/cat.png", "detail": "low"}},
+    ]
+    await tab.send(type="send", content=parts, client_id=str(uuid.uuid4()))
+    question = await tab.until(lambda f: f["type"] == "message")
+    assert question["message"]["content"] == parts
+    await follow_reply(tab.recv)
+    assert upstream.requests[0]["body"]["messages"][-1] == {"role": "user", "content": parts}
+
+
+async def test_the_first_message_titles_the_conversation(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content="How do   I bake bread?", client_id=str(uuid.uuid4()))
+    title = await tab.until(lambda f: f["type"] == "title")
+    assert title["title"] == "How do I bake bread?"
+    reply = next(f["message"] for f in tab.frames if f["type"] == "message" and f["message"]["role"] == "assistant")
+    await follow_reply(tab.recv, message_id=reply["id"])
+    row = await database_sync_to_async(lambda: type(conversation).objects.get(pk=conversation.id))()
+    assert row.title == "How do I bake bread?"

@@ -1,0 +1,19 @@
+"""Test environment: real Postgres and real Redis, set before Django reads its settings.
+
+Loaded as a pytest plugin (`-p tests.testenv` in pyproject.toml) because
+pytest-django configures Django before any conftest.py is imported. Each value
+can be overridden from the environment (see README, "Tests").
+"""
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+os.environ.setdefault("CHANNEL_PREFIX", f"chat-test-{os.getpid()}")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-for-the-suite-only")
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("OPENAI_API_KEY", "sk-test-SECRET-upstream-key-0123456789")
+os.environ.setdefault("DEFAULT_MODEL", "fake-model")
+os.environ.setdefault("UPSTREAM_MAX_RETRY_WAIT", "2")
+os.environ.setdefault("UPSTREAM_READ_TIMEOUT", "5")
+os.environ.setdefault("REPLY_FLUSH_SECONDS", "0.2")
+os.environ.setdefault("REPLY_LEASE_SECONDS", "5")
