@@ -1,0 +1,126 @@
+"""Who may open a conversation's socket, and what bad frames get."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+
+from conversations.models import Message
+from tests.conftest import follow_reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_an_anonymous_socket_is_refused(alice, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = sockets(None, conversation.id)
+    assert (await tab.connect())[0] is False
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://testserver.evil.example", "null", None])
+async def test_a_socket_from_another_origin_is_refused_even_with_a_session(alice, sockets, origin):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = sockets(alice, conversation.id, origin=origin)
+    assert (await tab.connect())[0] is False
+
+
+@pytest.mark.parametrize("which", ["someone else's", "unknown", "garbage"])
+async def test_a_conversation_that_is_not_yours_is_not_found(alice, bob, upstream, sockets, which):
+    conversation = await database_sync_to_async(alice.conversation)()
+    target = {"someone else's": conversation.id, "unknown": uuid.uuid4(), "garbage": "not-a-uuid"}[which]
+    outsider = sockets(bob, target)
+    assert (await outsider.connect())[0]
+    frame = await outsider.recv()
+    assert frame == {"type": "error", "code": "not_found", "message": "No such conversation."}
+    closed = await outsider.comm.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4404}
+    outsider.connected = False
+
+    owner = sockets(alice, conversation.id)
+    assert (await owner.connect())[0]
+    await owner.recv()
+    await owner.send(type="send", content="private", client_id=str(uuid.uuid4()))
+    await follow_reply(owner.recv)
+
+
+async def test_an_outsider_cannot_touch_messages_of_another_conversation(alice, bob, upstream, sockets):
+    private = await database_sync_to_async(alice.conversation)()
+    owner = sockets(alice, private.id)
+    assert (await owner.connect())[0]
+    await owner.recv()
+    await owner.send(type="send", content="secret plans", client_id=str(uuid.uuid4()))
+    secret = await follow_reply(owner.recv)
+    question_id = next(f["message"]["id"] for f in owner.frames if f["type"] == "message")
+
+    own = await database_sync_to_async(bob.conversation)()
+    outsider = sockets(bob, own.id)
+    assert (await outsider.connect())[0]
+    await outsider.recv()
+    await outsider.send(type="regenerate", message_id=secret.message_id)
+    assert (await outsider.recv())["code"] == "not_found"
+    await outsider.send(type="edit", message_id=question_id, content="mine now", client_id=str(uuid.uuid4()))
+    assert (await outsider.recv())["code"] == "not_found"
+    assert await outsider.nothing()
+    assert await owner.nothing()
+    assert await database_sync_to_async(Message.objects.filter(conversation=private).count)() == 2
+    assert await database_sync_to_async(Message.objects.filter(conversation=own).count)() == 0
+
+
+BAD_FRAMES = [
+    ("not json", "{nope", "invalid"),
+    ("not an object", "[1, 2]", "invalid"),
+    ("no type", "{}", "invalid"),
+    ("unknown type", '{"type": "hack"}', "invalid"),
+    ("content of the wrong type", '{"type": "send", "content": 42}', "invalid"),
+    ("empty content", '{"type": "send", "content": "   "}', "invalid"),
+    ("client_id not a uuid", '{"type": "send", "content": "hi", "client_id": "x"}', "invalid"),
+    ("unknown part", '{"type": "send", "content": [{"type": "audio"}]}', "invalid"),
+    ("script image", '{"type": "send", "content": [{"type": "image_url", "image_url": {"url": "javascript:1"}}]}',
+     "invalid"),
+    ("edit without id", '{"type": "edit", "content": "x"}', "invalid"),
+    ("too long", json.dumps({"type": "send", "content": "x" * 100_001}), "too_large"),
+]
+
+
+@pytest.mark.parametrize("name,raw,code", BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+async def test_a_bad_frame_gets_an_error_stores_nothing_and_keeps_the_socket(
+    alice, upstream, sockets, name, raw, code
+):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    await tab.recv()
+    await tab.send_raw(raw)
+    frame = await tab.recv()
+    assert frame["type"] == "error" and frame["code"] == code and frame["message"]
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+    await tab.send(type="send", content="still here?", client_id=str(uuid.uuid4()))
+    reply = await follow_reply(tab.recv)
+    assert reply.end["status"] == "complete"
+
+
+async def test_a_binary_frame_is_invalid(alice, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    await tab.recv()
+    await tab.comm.send_to(bytes_data=b"\x00\x01")
+    assert (await tab.recv())["code"] == "invalid"
+
+
+async def test_a_member_deactivated_mid_session_is_refused_from_the_next_frame(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    await tab.recv()
+    await database_sync_to_async(get_user_model().objects.filter(pk=alice.user.pk).update)(is_active=False)
+    await tab.send(type="send", content="still me", client_id=str(uuid.uuid4()))
+    assert (await tab.recv())["code"] == "not_found"
+    assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    tab.connected = False
+    assert await database_sync_to_async(Message.objects.count)() == 0
