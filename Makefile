@@ -1,0 +1,51 @@
+# Set-up and everyday commands. `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APP_HOST ?= 127.0.0.1
+APP_PORT ?= 8000
+DEMO_UPSTREAM_PORT ?= 8001
+# Load .env when there is one (see .env.example).
+ENV := set -a; [ -f .env ] && . ./.env; set +a;
+
+.PHONY: run demo test install install-dev migrate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	$(ENV) DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
+
+## Install and start the app on http://127.0.0.1:8000 (SQLite and one process unless .env says otherwise).
+run: migrate
+	$(ENV) DEBUG=$${DEBUG:-true} $(BIN)/python manage.py ensure_member --if-no-users
+	$(ENV) DEBUG=$${DEBUG:-true} $(BIN)/daphne -b $(APP_HOST) -p $(APP_PORT) chatsite.asgi:application
+
+## Run the app against the fake model server: no API key needed. Sign in as demo / demo-password.
+demo: install-dev
+	DEBUG=true $(BIN)/python manage.py migrate --noinput
+	DEBUG=true $(BIN)/python manage.py ensure_member --username demo --password demo-password
+	$(BIN)/python -m tests.fake_upstream --port $(DEMO_UPSTREAM_PORT) --tokens 60 --delay 0.03 & \
+	trap "kill $$!" EXIT; \
+	DEBUG=true OPENAI_BASE_URL=http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/v1 OPENAI_API_KEY=demo DEFAULT_MODEL=fake-model \
+	$(BIN)/daphne -b $(APP_HOST) -p $(APP_PORT) chatsite.asgi:application
+
+## Install and run the whole test suite (starts Postgres and Redis if needed).
+test: install-dev
+	./scripts/ensure-services.sh
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) staticfiles db.sqlite3
