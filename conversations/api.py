@@ -7,6 +7,7 @@ middleware); every error is JSON: {"error": {"code", "message"[, "fields"]}}.
 from __future__ import annotations
 
 import json
+import uuid
 from functools import wraps
 
 from asgiref.sync import async_to_sync
@@ -16,7 +17,6 @@ from django.db.models import Q
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.text import slugify
-from django.views.decorators.http import require_http_methods
 
 from . import exports, upstream
 from .actions import NotFound, get_conversation
@@ -53,6 +53,32 @@ class BadBody(Exception):
     pass
 
 
+def require_http_methods(allowed: list[str]):
+    """Like Django's decorator, but the 405 is JSON like every other API error."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method not in allowed:
+                response = error(405, "method_not_allowed", f"Use {', '.join(allowed)}.")
+                response["Allow"] = ", ".join(allowed)
+                return response
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def owned_conversation(request, conversation_id) -> Conversation:
+    """The member's conversation; an id that is not a UUID is simply not found."""
+    try:
+        conversation_id = uuid.UUID(str(conversation_id))
+    except ValueError:
+        raise NotFound from None
+    return get_conversation(request.user, conversation_id)
+
+
 def read_json(request) -> dict:
     try:
         data = json.loads(request.body or b"{}")
@@ -60,6 +86,10 @@ def read_json(request) -> dict:
         raise BadBody("The body must be a JSON object.") from None
     if not isinstance(data, dict):
         raise BadBody("The body must be a JSON object.")
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \u escape: Postgres cannot store it
+        raise BadBody("The body must be valid Unicode.") from None
     return data
 
 
@@ -74,6 +104,8 @@ class ConversationForm(forms.Form):
             name for name in ("title", "model", "system_prompt")
             if name in data and not isinstance(data[name], str)
         ]
+        if data.get("params") is not None and not isinstance(data["params"], dict):
+            wrong_types.append("params")  # forms.JSONField would parse a string or take [] as empty
         unknown = sorted(set(data) - set(self.base_fields))
         super().__init__(data)
         self.present = [name for name in self.base_fields if name in data]
@@ -81,7 +113,7 @@ class ConversationForm(forms.Form):
 
     def clean(self):
         for name in self.wrong_types:
-            self.add_error(name, "Must be a string.")
+            self.add_error(name, "Must be an object or null." if name == "params" else "Must be a string.")
         if self.unknown:
             raise forms.ValidationError(f"Unknown field(s): {', '.join(self.unknown)}")
         return super().clean()
@@ -116,7 +148,7 @@ def conversations(request):
         )
         return JsonResponse(conversation_dict(conversation), status=201)
     found = Conversation.objects.owned_by(request.user)
-    query = request.GET.get("q", "").strip()
+    query = request.GET.get("q", "").replace("\x00", "").strip()  # Postgres refuses NUL
     if query:
         matching = Q(title__icontains=query) | Q(messages__content__icontains=query)
         found = found.filter(matching).distinct()
@@ -127,7 +159,7 @@ def conversations(request):
 @member_api
 @require_http_methods(["GET", "PATCH", "DELETE"])
 def conversation(request, conversation_id):
-    conv = get_conversation(request.user, conversation_id)
+    conv = owned_conversation(request, conversation_id)
     if request.method == "DELETE":
         conv.delete()
         return HttpResponse(status=204)
@@ -149,7 +181,7 @@ def conversation(request, conversation_id):
 @member_api
 @require_http_methods(["GET"])
 def export(request, conversation_id):
-    conv = get_conversation(request.user, conversation_id)
+    conv = owned_conversation(request, conversation_id)
     kind = request.GET.get("format", "json")
     name = slugify(conv.title)[:60] or "conversation"
     if kind == "json":

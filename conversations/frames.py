@@ -33,8 +33,9 @@ class ClientFrame:
 
 
 def parse_frame(raw: str) -> ClientFrame:
-    if len(raw) > settings.WS_MAX_FRAME_BYTES:
-        raise FrameError("too_large", f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes.")
+    limit = settings.WS_MAX_FRAME_BYTES
+    if len(raw) > limit or len(raw.encode("utf-8", "surrogatepass")) > limit:
+        raise FrameError("too_large", f"Frames are limited to {limit} bytes.")
     try:
         data = json.loads(raw)
     except ValueError:
@@ -76,6 +77,7 @@ def clean_content(content) -> tuple[str, list | None]:
     """Return (text, parts): parts is None for plain text, else the cleaned list."""
     limit = settings.MAX_MESSAGE_CHARS
     if isinstance(content, str):
+        _check_storable(content)
         if not content.strip():
             raise FrameError("invalid", "The message is empty.")
         if len(content) > limit:
@@ -94,6 +96,7 @@ def clean_content(content) -> tuple[str, list | None]:
             text = part.get("text")
             if not isinstance(text, str):
                 raise FrameError("invalid", "A text part needs a string 'text'.")
+            _check_storable(text)
             texts.append(text)
             parts.append({"type": "text", "text": text})
         elif kind == "image_url":
@@ -108,10 +111,21 @@ def clean_content(content) -> tuple[str, list | None]:
     return text, parts
 
 
+def _check_storable(text: str) -> None:
+    """Postgres stores neither NUL nor lone surrogates (which JSON's \\u escapes can make)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError("invalid", "Text must be valid Unicode.") from None
+    if "\x00" in text:
+        raise FrameError("invalid", "Text must not contain NUL characters.")
+
+
 def _image(image) -> dict:
     if not isinstance(image, dict) or not isinstance(image.get("url"), str):
         raise FrameError("invalid", "An image_url part needs an object with a string 'url'.")
     url = image["url"]
+    _check_storable(url)
     if not (url.startswith(("https://", "http://")) or url.startswith("data:image/")):
         raise FrameError("invalid", "Image URLs must be http(s) URLs or data:image/ URLs.")
     cleaned = {"url": url}

@@ -34,6 +34,8 @@ def clean_params(params) -> dict:
     unknown = sorted(set(params) - set(PARAM_NAMES))
     if unknown:
         raise ParamsError(f"unknown parameter(s): {', '.join(unknown)}")
+    if _has_nul(params):
+        raise ParamsError("params must not contain NUL characters")
     cleaned = {}
     for name, value in params.items():
         if value is None:
@@ -57,6 +59,17 @@ def clean_params(params) -> dict:
                 raise ParamsError("user must be a string of at most 256 characters")
             cleaned[name] = value
     return cleaned
+
+
+def _has_nul(value) -> bool:
+    """Postgres jsonb cannot store \\u0000 anywhere, keys included."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _stop(value):
