@@ -211,19 +211,20 @@ def save_progress(reply_id: uuid.UUID, text: str) -> bool:
 
 
 def finish_reply(reply_id: uuid.UUID, *, text: str, status: str, finish_reason: str = "",
-                 usage: dict | None = None, error_code: str = "", error_message: str = "") -> dict:
-    """Write a reply's final state in one update and return it as a message dict."""
-    Message.objects.filter(pk=reply_id).update(
-        content=text,
-        status=status,
-        finish_reason=finish_reason or "",
-        usage=usage,
-        error_code=error_code,
-        error_message=error_message,
-        lease_expires_at=None,
-        updated_at=timezone.now(),
+                 usage: dict | None = None, error_code: str = "", error_message: str = "") -> bool:
+    """Write a reply's final state in one update; False if the row is gone (conversation deleted)."""
+    return bool(
+        Message.objects.filter(pk=reply_id).update(
+            content=text,
+            status=status,
+            finish_reason=finish_reason or "",
+            usage=usage,
+            error_code=error_code,
+            error_message=error_message,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
     )
-    return message_dict(Message.objects.get(pk=reply_id))
 
 
 def streaming_reply_id(user, conversation_id) -> uuid.UUID | None:

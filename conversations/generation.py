@@ -63,7 +63,6 @@ class Generation:
         self.published = 0  # characters announced to sockets
         self.finish_reason: str | None = None
         self.usage: dict | None = None
-        self.stop_requested = False
         self.closing = False
         self.wake = asyncio.Event()
         self.closed = asyncio.Event()
@@ -100,7 +99,6 @@ class Generation:
     def stop(self) -> None:
         """Cancel the upstream request; the text so far is saved as stopped."""
         if self.reader is not None and not self.reader.done():
-            self.stop_requested = True
             self.reader.cancel()
 
     async def _read(self) -> None:
@@ -203,7 +201,8 @@ class Generation:
     def _outcome(self) -> dict:
         reader = self.reader
         if reader.cancelled():
-            return {"status": Message.Status.STOPPED, "finish_reason": "stop" if self.stop_requested else ""}
+            # finish_reason is the model's word; a member's stop is in the status.
+            return {"status": Message.Status.STOPPED, "finish_reason": ""}
         error = reader.exception()
         if error is None:
             return {"status": Message.Status.COMPLETE, "finish_reason": self.finish_reason or "stop"}
@@ -220,19 +219,20 @@ class Generation:
     async def _finish(self) -> None:
         """Write the final row first, then tell the sockets (never the other way round)."""
         outcome = self._outcome()
-        stored = None
         for attempt in range(FINAL_WRITE_ATTEMPTS):
             try:
-                stored = await database_sync_to_async(actions.finish_reply)(
+                exists = await database_sync_to_async(actions.finish_reply)(
                     self.reply_id, text=self.text(), usage=self.usage, **outcome
                 )
                 break
             except Exception:
                 log.exception("saving the end of reply %s failed (attempt %d)", self.message_id, attempt + 1)
                 await asyncio.sleep(0.5 * 2**attempt)
-        if stored is None:
+        else:
             # The lease will expire and mark it interrupted with the last flushed text.
             return
+        if not exists:
+            return  # the conversation was deleted while the reply streamed
         if outcome["status"] == Message.Status.ERROR:
             frame = {
                 "type": "error",
@@ -245,7 +245,7 @@ class Generation:
                 "type": "done",
                 "message_id": self.message_id,
                 "status": outcome["status"],
-                "finish_reason": stored["finish_reason"],
+                "finish_reason": outcome["finish_reason"] or None,
                 "usage": self.usage,
             }
         await events.publish_frame(self.conversation_id, frame, message_id=self.message_id)

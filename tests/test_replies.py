@@ -242,3 +242,15 @@ async def test_the_first_message_titles_the_conversation(alice, upstream, socket
     await follow_reply(tab.recv, message_id=reply["id"])
     row = await database_sync_to_async(lambda: type(conversation).objects.get(pk=conversation.id))()
     assert row.title == "How do I bake bread?"
+
+
+async def test_deleting_the_conversation_mid_reply_ends_the_reply_quietly(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='long fake:{"tokens": 500, "delay": 0.02}', client_id=str(uuid.uuid4()))
+    await tab.until(lambda f: f["type"] == "delta")
+    response = await database_sync_to_async(alice.client.delete)(f"/api/conversations/{conversation.id}/")
+    assert response.status_code == 204
+    await drain_replies()
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    assert not upstream.requests[0]["streamed_text"].endswith("w499 ")
