@@ -1,0 +1,46 @@
+"""Bad configuration stops the app at start with a message naming the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(**env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    base.update(SECRET_KEY="x" * 50, DEBUG="false")
+    base.update(env)
+    base = {k: v for k, v in base.items() if v is not None}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "env,says",
+    [
+        ({"SECRET_KEY": None}, "SECRET_KEY is not set"),
+        ({"DEBUG": "maybe"}, "DEBUG must be true or false"),
+        ({"OPENAI_BASE_URL": "ftp://models.example"}, "OPENAI_BASE_URL must be an http(s) URL"),
+        ({"UPSTREAM_READ_TIMEOUT": "soon"}, "UPSTREAM_READ_TIMEOUT must be a number"),
+        ({"CONTEXT_TOKEN_BUDGET": "10"}, "CONTEXT_TOKEN_BUDGET must be at least 256"),
+        ({"REPLY_LEASE_SECONDS": "1", "REPLY_FLUSH_SECONDS": "1"}, "REPLY_LEASE_SECONDS must be at least 3 x"),
+        ({"CSRF_TRUSTED_ORIGINS": "chat.example.com"}, "CSRF_TRUSTED_ORIGINS entries must start with http"),
+        ({"DATABASE_URL": "nonsense://"}, "DATABASE_URL is not a database URL"),
+    ],
+)
+def test_bad_configuration_fails_at_start_with_a_clear_message(env, says):
+    result = start(**env)
+    assert result.returncode != 0
+    assert says in result.stderr
+
+
+def test_without_database_or_redis_it_says_it_uses_sqlite_and_one_process():
+    result = start(DEBUG="true", SECRET_KEY=None)
+    assert result.returncode == 0, result.stderr
+    assert "DATABASE_URL is not set: using the local SQLite file" in result.stderr
+    assert "REDIS_URL is not set: using the in-memory channel layer" in result.stderr
