@@ -156,19 +156,21 @@ DATABASES["default"].setdefault("TEST", {})["NAME"] = env("TEST_DATABASE_NAME") 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: Redis lets several daphne processes share groups.
+# The Pub/Sub layer, not channels-redis's list-based one: that one keeps every
+# socket of a process in one Redis list whose capacity, once full, silently
+# drops group messages (done frames included), and spends a Lua script, a
+# blocking pop and a backup write on every delta. Pub/Sub costs one PUBLISH
+# per frame and one read per process; a delta lost in a Redis hiccup shows as
+# a gap in offsets and the socket resyncs (docs/decisions.md).
 REDIS_URL = env("REDIS_URL")
-CHANNEL_CAPACITY = envint("CHANNEL_CAPACITY", 200, minimum=10)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, the same as
-                # channels-redis's 5 s blocking pop: they race. Give reads more room.
+                # redis-py 8 reads with a 5 s socket timeout by default; give reads room.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "prefix": env("CHANNEL_PREFIX", "chat"),
-                "capacity": CHANNEL_CAPACITY,
-                "expiry": 60,
             },
         }
     }
@@ -177,7 +179,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+            "CONFIG": {"capacity": envint("CHANNEL_CAPACITY", 1000, minimum=10)},
         }
     }
 

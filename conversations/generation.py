@@ -91,10 +91,17 @@ class Generation:
             self.closed.set()
             await asyncio.gather(publisher, flusher, return_exceptions=True)
             await self._finish()
-            # Ended by a message, not cancelled: a Redis call is never cut mid-flight.
+            await self._end_listener(listener, group, control)
+
+    async def _end_listener(self, listener: asyncio.Task, group: str, control: str) -> None:
+        """End the listener with a message, so a Redis call is never cut mid-flight."""
+        try:
             await self.layer.group_discard(group, control)
             await self.layer.send(control, {"type": "reply.end"})
-            await asyncio.gather(listener, return_exceptions=True)
+            await asyncio.wait_for(asyncio.shield(listener), timeout=5)
+        except Exception:
+            log.warning("reply %s: its control listener did not end by itself", self.message_id)
+            listener.cancel()
 
     def stop(self) -> None:
         """Cancel the upstream request; the text so far is saved as stopped."""

@@ -173,8 +173,7 @@ async def fresh_channel_layer():
     channel_layers.backends.clear()
     yield
     for layer in list(channel_layers.backends.values()):
-        if hasattr(layer, "close_pools"):
-            await layer.close_pools()
+        await layer.flush()  # the Pub/Sub layer also closes its connections here
     channel_layers.backends.clear()
 
 
