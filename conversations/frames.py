@@ -126,7 +126,7 @@ def _image(image) -> dict:
         raise FrameError("invalid", "An image_url part needs an object with a string 'url'.")
     url = image["url"]
     _check_storable(url)
-    if not (url.startswith(("https://", "http://")) or url.startswith("data:image/")):
+    if not url.startswith(("https://", "http://", "data:image/")):
         raise FrameError("invalid", "Image URLs must be http(s) URLs or data:image/ URLs.")
     cleaned = {"url": url}
     detail = image.get("detail")

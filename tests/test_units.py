@@ -188,7 +188,7 @@ def test_a_nul_character_in_content_is_invalid():
 
 def test_a_lone_surrogate_in_content_is_invalid():
     # Valid JSON (a \u escape) but not storable text.
-    raw = '{"type": "send", "content": "a\\ud800b", "client_id": "%s"}' % uuid.uuid4()
+    raw = '{"type": "send", "content": "a\\ud800b", "client_id": "' + str(uuid.uuid4()) + '"}'
     assert json.loads(raw)["content"] == "a\ud800b"
     assert refused(raw).code == "invalid"
 

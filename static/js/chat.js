@@ -57,6 +57,13 @@
     return item;
   }
 
+  function showTitle(title) {
+    titleEl.textContent = title || "New conversation";
+    document.title = `${titleEl.textContent} · Team chat`;
+    const current = document.querySelector(".conversation-list li.current a");
+    if (current) current.textContent = title || "Untitled";
+  }
+
   function setStreaming(id) {
     streamingId = id;
     stopButton.hidden = !id;
@@ -80,7 +87,7 @@
         list.replaceChildren();
         shown.clear();
         setStreaming(null);
-        titleEl.textContent = frame.conversation.title || "New conversation";
+        showTitle(frame.conversation.title);
         frame.messages.forEach(render);
         statusLine.textContent = "";
         break;
@@ -113,8 +120,7 @@
         break;
       }
       case "title":
-        titleEl.textContent = frame.title;
-        document.title = `${frame.title} · Team chat`;
+        showTitle(frame.title);
         break;
     }
   }
