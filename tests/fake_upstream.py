@@ -32,6 +32,12 @@ Usage::
         ...
         assert up.requests[0]["finished"]
 
+Each request is recorded (``up.requests``, or ``GET /_fake/requests``) with its
+``body``, ``headers``, ``script``, ``streamed_text``, ``finished`` and
+``first_chunk_at`` (``time.time()`` just before the first content chunk was
+written, ``None`` if none was), which the benchmark uses to measure the time to
+first token a relay adds.
+
 or as a process: ``python -m tests.fake_upstream --port 8001``.
 """
 
@@ -473,7 +479,14 @@ class FakeUpstream:
         self, req: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         keep = req["keep_alive"]
-        rec: dict[str, Any] = {"body": None, "headers": req["headers"], "script": {}, "streamed_text": "", "finished": False}
+        rec: dict[str, Any] = {
+            "body": None,
+            "headers": req["headers"],
+            "script": {},
+            "streamed_text": "",
+            "finished": False,
+            "first_chunk_at": None,  # time.time() just before the first content chunk is written
+        }
         try:
             body = json.loads(req["body"] or b"null")
             if not isinstance(body, dict):
@@ -569,6 +582,7 @@ class FakeUpstream:
                 "total_tokens": prompt_tokens + len(pieces),
             }
         rec["streamed_text"] = content  # sent in a single write
+        rec["first_chunk_at"] = time.time()
         return await self._send_json(writer, 200, obj, keep, rec=rec)
 
     async def _stream(
@@ -651,6 +665,9 @@ class FakeUpstream:
             # Recorded as it is handed to the transport: a fast client may have
             # read it before drain() returns to this thread.
             rec["streamed_text"] += pieces[i]
+            if i == 0:
+                # The benchmark subtracts this from a client's first token: the time a relay adds.
+                rec["first_chunk_at"] = time.time()
             await self._write(writer, frames[i])
 
         tail = _frame(_sse(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": script.get("finish_reason", "stop")}])))
@@ -670,7 +687,7 @@ class FakeUpstream:
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 data = await asyncio.wait_for(reader.read(65536), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             if not data:
                 raise _ClientGone()

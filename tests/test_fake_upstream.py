@@ -8,9 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -274,6 +275,15 @@ def test_stop_is_quick_with_stalled_streams() -> None:
         for c in clients:
             c.close()
         up.stop()
+
+
+def test_first_chunk_at_is_recorded(upstream: FakeUpstream, client: httpx.Client) -> None:
+    before = time.time()
+    stream(client, upstream.base_url, chat_body('t fake:{"tokens": 3, "first_delay": 0.05}'))
+    stream(client, upstream.base_url, chat_body('t fake:{"status": 500}'))
+    sent, failed = upstream.wait_for_requests(2)
+    assert before + 0.05 <= sent["first_chunk_at"] <= time.time()
+    assert failed["first_chunk_at"] is None  # no content was written
 
 
 def test_first_delay_and_delay(upstream: FakeUpstream, client: httpx.Client) -> None:
