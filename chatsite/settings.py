@@ -154,6 +154,8 @@ else:
     }
 DATABASES["default"].setdefault("TEST", {})["NAME"] = env("TEST_DATABASE_NAME") or None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Worker threads for database calls from async code; each holds one connection.
+DB_THREADS = envint("DB_THREADS", 6, minimum=1)
 
 # Channel layer: Redis lets several daphne processes share groups.
 # The Pub/Sub layer, not channels-redis's list-based one: that one keeps every

@@ -9,8 +9,11 @@ the channel layer themselves, so no socket hears of a row a rollback removes.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -19,6 +22,20 @@ from .models import Conversation, Message, lease_deadline
 from .serializers import conversation_dict, message_dict
 
 TITLE_CHARS = 80
+
+
+# One pool for the process: each thread keeps one database connection, so the
+# pool's size bounds the connections a daphne process opens.
+_db_threads = ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="db")
+
+
+def in_thread(func):
+    """Run an action from async code in a worker thread with its own connection.
+
+    Not the single thread-sensitive thread: a burst of sends, flushes and
+    snapshots would queue behind each other there while Postgres sits idle.
+    """
+    return database_sync_to_async(func, thread_sensitive=False, executor=_db_threads)
 
 
 class NotFound(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from . import actions, events, generation
@@ -35,20 +34,20 @@ async def _announce_and_start(turn: actions.Turn) -> actions.Turn:
 
 async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> actions.Turn:
     """Store the member's message and start a reply (a resent client_id does nothing)."""
-    turn = await database_sync_to_async(actions.start_turn)(user, conversation_id, text, parts, client_id)
+    turn = await actions.in_thread(actions.start_turn)(user, conversation_id, text, parts, client_id)
     if turn.duplicate:
         return turn
     return await _announce_and_start(turn)
 
 
 async def regenerate(user, conversation_id, message_id: uuid.UUID | None) -> actions.Turn:
-    turn = await database_sync_to_async(actions.regenerate)(user, conversation_id, message_id)
+    turn = await actions.in_thread(actions.regenerate)(user, conversation_id, message_id)
     return await _announce_and_start(turn)
 
 
 async def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | None,
                client_id: uuid.UUID | None) -> actions.Turn:
-    turn = await database_sync_to_async(actions.edit)(user, conversation_id, message_id, text, parts, client_id)
+    turn = await actions.in_thread(actions.edit)(user, conversation_id, message_id, text, parts, client_id)
     if turn.duplicate:
         return turn
     return await _announce_and_start(turn)
@@ -56,7 +55,7 @@ async def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: l
 
 async def stop(user, conversation_id) -> bool:
     """Ask the streaming reply, on whichever process runs it, to stop."""
-    reply_id = await database_sync_to_async(actions.streaming_reply_id)(user, conversation_id)
+    reply_id = await actions.in_thread(actions.streaming_reply_id)(user, conversation_id)
     if reply_id is None:
         return False
     await get_channel_layer().group_send(
@@ -73,14 +72,14 @@ async def request_sync(conversation_id, reply_channel: str) -> None:
 
 
 async def snapshot(user, conversation_id) -> dict:
-    return await database_sync_to_async(actions.snapshot)(user, conversation_id)
+    return await actions.in_thread(actions.snapshot)(user, conversation_id)
 
 
 async def check_access(user, conversation_id) -> None:
     """Raise NotFound unless the member owns the conversation."""
-    await database_sync_to_async(actions.get_conversation)(user, conversation_id)
+    await actions.in_thread(actions.get_conversation)(user, conversation_id)
 
 
 async def message_text(user, message_id) -> str:
     """The stored text of one of the member's messages ('' if not theirs)."""
-    return await database_sync_to_async(actions.message_text)(user, message_id)
+    return await actions.in_thread(actions.message_text)(user, message_id)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import chat
@@ -24,6 +25,19 @@ NOT_FOUND_CLOSE_CODE = 4404
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message) -> None:
+        """Channels' dispatch, without closing stale database connections first.
+
+        Channels does that before every handler, through the one database
+        thread: a thread hop for every delta, queued behind every transaction.
+        Every database call here goes through database_sync_to_async, which
+        closes stale connections in its own thread anyway.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.group = None

@@ -20,7 +20,6 @@ import logging
 import uuid
 from contextlib import aclosing
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 _running: dict[uuid.UUID, asyncio.Task] = {}
 
 FINAL_WRITE_ATTEMPTS = 5
+READ_SLICE_SECONDS = 0.002  # longest the reader keeps the event loop to itself
 
 
 def start(turn: actions.Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
@@ -110,8 +110,15 @@ class Generation:
 
     async def _read(self) -> None:
         limit = settings.MAX_REPLY_CHARS
+        loop = asyncio.get_running_loop()
+        yield_at = loop.time() + READ_SLICE_SECONDS
         async with aclosing(stream_chat(self.endpoint, self.body)) as chunks:
             async for chunk in chunks:
+                if loop.time() >= yield_at:
+                    # Chunks already buffered are parsed without awaiting anything:
+                    # give other replies and sockets their turn now and then.
+                    await asyncio.sleep(0)
+                    yield_at = loop.time() + READ_SLICE_SECONDS
                 if chunk.content:
                     content = chunk.content
                     if self.length + len(content) > limit:
@@ -122,6 +129,10 @@ class Generation:
                             f"The reply passed the server's limit of {limit} characters and was cut there.",
                         )
                     self._append(content)
+                    if self.length == len(content):
+                        # A fast upstream hands over many chunks without waiting:
+                        # let the publisher send the first one now (time to first token).
+                        await asyncio.sleep(0)
                 if chunk.finish_reason:
                     self.finish_reason = chunk.finish_reason
                 if chunk.usage:
@@ -177,7 +188,7 @@ class Generation:
                 continue
             length = self.length
             try:
-                still_ours = await database_sync_to_async(actions.save_progress)(self.reply_id, self.text())
+                still_ours = await actions.in_thread(actions.save_progress)(self.reply_id, self.text())
             except Exception:
                 log.exception("saving progress of reply %s failed; will retry", self.message_id)
                 continue
@@ -228,7 +239,7 @@ class Generation:
         outcome = self._outcome()
         for attempt in range(FINAL_WRITE_ATTEMPTS):
             try:
-                exists = await database_sync_to_async(actions.finish_reply)(
+                exists = await actions.in_thread(actions.finish_reply)(
                     self.reply_id, text=self.text(), usage=self.usage, **outcome
                 )
                 break
@@ -255,4 +266,11 @@ class Generation:
                 "finish_reason": outcome["finish_reason"] or None,
                 "usage": self.usage,
             }
-        await events.publish_frame(self.conversation_id, frame, message_id=self.message_id)
+        for attempt in range(FINAL_WRITE_ATTEMPTS):
+            try:
+                await events.publish_frame(self.conversation_id, frame, message_id=self.message_id)
+                return
+            except Exception:
+                # Without this frame, tabs would wait for an end that is already stored.
+                log.exception("announcing the end of reply %s failed (attempt %d)", self.message_id, attempt + 1)
+                await asyncio.sleep(0.5 * 2**attempt)

@@ -83,7 +83,8 @@ def client() -> httpx.AsyncClient:
                 write=30.0,
                 pool=settings.UPSTREAM_CONNECT_TIMEOUT,
             ),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+            # Keep connections for a minute: httpx's default 5 s makes every burst reconnect.
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60),
             follow_redirects=False,
         )
         _clients[loop] = existing
