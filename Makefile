@@ -47,5 +47,10 @@ test: install-dev
 	./scripts/ensure-services.sh
 	$(BIN)/python -m pytest
 
+## Benchmark the relay on this machine (Postgres and Redis must run; ~6 minutes): prints the tables.
+## `$(BIN)/python -m bench.relay --quick` is a one-minute smoke run; see bench/README.md.
+bench: install-dev
+	$(BIN)/python -m bench.relay
+
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3

@@ -19,6 +19,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 
 from chatsite.asgi import application
@@ -27,6 +28,17 @@ from conversations.models import Conversation
 from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_worker_connections(django_db_setup, django_db_blocker):
+    """End the database worker threads' connections, so the test database can be dropped."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -231,8 +243,6 @@ class DaphneProcess:
 @pytest.fixture
 def app_env(transactional_db, upstream):
     """Environment for app processes: this test's database, Redis prefix and upstream."""
-    from django.db import connection
-
     db = connection.settings_dict
     env = dict(os.environ)
     env.update(

@@ -1,0 +1,767 @@
+"""The relay benchmark: `python -m bench.relay [--quick] [--runs 3] [--json out.json] [--profile] [--docs]`.
+
+It stands up what a team deployment has, on loopback: a fresh Postgres
+database (`chat_bench`), Redis as the channel layer, the app as a daphne
+process, and the fake OpenAI server (tests/fake_upstream.py) as its own
+process. Websocket clients and the direct httpx baseline run in yet another
+process (bench/clients.py), so each side's CPU is its own.
+
+Phases, in this order (the order matters where noted):
+  1. wire and database: N=10 replies of M = 100, 500, 2000 tokens, and a paced one;
+     bytes per reply and Postgres writes per reply. First, so the counters start
+     from a daphne that has written nothing.
+  2. the main table, `runs` times: for each N, the direct baseline, then the relay
+     (unpaced, M=500); then the paced rows (50 tokens/s, M=250).
+  3. two processes: the same replies watched from a second daphne.
+  4. idle sockets: 1,000 open, memory and CPU of the app.
+  5. optional: a py-spy profile of the app during unpaced N=100 replies.
+  6. context rebuild of a 1,000-message conversation, in this process.
+Then it prints the tables and writes bench/results/latest.{md,json}
+(and with --docs, the generated part of docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import redis
+from psycopg import sql
+
+from . import procs, report
+from .report import percentile
+
+ROOT = procs.ROOT
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+BENCH_DB = "chat_bench"
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+API_KEY = "bench-upstream-key"
+SECRET_KEY = "bench-only-secret-key-shared-by-the-driver-and-daphne"
+MODEL = "fake-model"
+PACE_DELAY = 0.02  # seconds between tokens: 50 tokens/s per stream
+# Postgres 15+ keeps a backend's table counters until it has been idle this long
+# (PGSTAT_IDLE_INTERVAL): pg_stat_user_tables is only exact after that.
+PGSTAT_IDLE_INTERVAL = 10.0
+# A phase ends this long after the last frame reached any client: an overloaded app
+# can lose a reply's `done`, and waiting for the deadline would eat the time budget.
+STALL_SECONDS = 15.0
+MESSAGE_TABLE, CONVERSATION_TABLE = "conversations_message", "conversations_conversation"
+
+
+@dataclass
+class Plan:
+    """What to measure; --quick shrinks it to a one-minute smoke run."""
+
+    runs: int = 3
+    ns: tuple[int, ...] = (1, 10, 100, 200)
+    tokens: int = 500
+    paced_ns: tuple[int, ...] = (10, 100)
+    paced_tokens: int = 250  # at 50 tokens/s a 500-token reply takes 10 s: half saves time
+    wire_n: int = 10
+    wire_tokens: tuple[int, ...] = (100, 500, 2000)
+    watch_n: int = 10
+    idle_sockets: int = 1000
+    idle_seconds: float = 10.0
+    context_messages: int = 1000
+    profile: bool = False
+    profile_n: int = 100
+    budget_seconds: float = 480.0  # phases that would start later are skipped, and said so
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(runs=1, ns=(1, 10), paced_ns=(10,), wire_tokens=(100, 500), idle_sockets=200,
+                   idle_seconds=3.0, profile_n=10)
+
+    def members_needed(self) -> int:
+        return max(self.ns + self.paced_ns + (self.wire_n, self.watch_n, self.profile_n))
+
+    def conversations_needed(self) -> int:
+        main = self.runs * (sum(self.ns) + sum(self.paced_ns))
+        wire = self.wire_n * (len(self.wire_tokens) + 1)
+        profile = self.profile_n if self.profile else 0
+        return main + wire + 2 * self.watch_n + self.idle_sockets + profile
+
+
+def expected_reply(user_text: str, tokens: int) -> str:
+    """What tests/fake_upstream.py streams for a user text without `text`: an echo, then w1, w2, ..."""
+    return f"You said: {user_text[:200]} " + "".join(f"w{i} " for i in range(1, tokens))
+
+
+def message_for(tag: str, tokens: int, delay: float) -> tuple[str, str]:
+    """A unique bench message (the fake's record is found by it) and its exact reply."""
+    user_text = f"bench {tag}"
+    directive = json.dumps({"tokens": tokens, "delay": delay}, separators=(",", ":"))
+    return f"{user_text} fake:{directive}", expected_reply(user_text, tokens)
+
+
+def mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+class Bench:
+    """One benchmark: its database, its processes, and a method per phase.
+
+    Phases return plain dicts (JSON as they are); report.py turns them into tables.
+    """
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.started = time.monotonic()
+        self.notes: list[str] = []
+        self.logs = RESULTS / "logs"
+        self.prefix = f"bench-{os.getpid()}-{int(time.time())}"
+        self.fake: procs.Service | None = None
+        self.daphne: procs.Service | None = None
+        self.stats: psycopg.Connection | None = None
+        self.redis: redis.Redis | None = None
+        self.pool: list[dict] = []
+        self.sessions: list[str] = []
+        self.phase_count = 0
+        self.fake_port = procs.free_port()
+        self.env = self._app_env()
+
+    # Set-up
+
+    def _app_env(self) -> dict:
+        """The app's environment, for daphne, manage.py and this process's Django alike."""
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="chatsite.settings",
+            DATABASE_URL=self.db_url,
+            REDIS_URL=REDIS_URL,
+            CHANNEL_PREFIX=self.prefix,
+            SECRET_KEY=SECRET_KEY,
+            DEBUG="false",
+            OPENAI_BASE_URL=f"http://127.0.0.1:{self.fake_port}/v1",
+            OPENAI_API_KEY=API_KEY,
+            DEFAULT_MODEL=MODEL,
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            UPSTREAM_READ_TIMEOUT="60",
+            LOG_LEVEL="WARNING",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    @property
+    def db_url(self) -> str:
+        return urlsplit(PG_ADMIN_URL)._replace(path=f"/{BENCH_DB}").geturl()
+
+    def setup(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._check_services()
+        self._create_database()
+        self._step("migrating", lambda: subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=self.env,
+            check=True, capture_output=True,
+        ))
+        self._step("creating members and conversations", self._create_rows)
+        self.fake = procs.start_fake_upstream(self.fake_port, API_KEY, self.logs)
+        self.daphne = procs.start_daphne("daphne-A", procs.free_port(), self.env, self.logs)
+        self.stats = psycopg.connect(self.db_url, autocommit=True)
+        self.redis = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+
+    def _step(self, what: str, action) -> None:
+        started = time.monotonic()
+        action()
+        print(f"  {what}: {time.monotonic() - started:.1f}s", flush=True)
+
+    def _check_services(self) -> None:
+        try:
+            psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+        except psycopg.Error as exc:
+            raise SystemExit(
+                f"Postgres is not reachable at {PG_ADMIN_URL} ({exc}); try ./scripts/ensure-services.sh"
+            ) from None
+        try:
+            redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
+        except redis.RedisError as exc:
+            raise SystemExit(
+                f"Redis is not reachable at {REDIS_URL} ({exc}); try ./scripts/ensure-services.sh"
+            ) from None
+
+    def _create_database(self) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+
+    def _create_rows(self) -> None:
+        """Members with sessions and a pool of empty conversations, from this process's Django.
+
+        Each phase takes fresh conversations, so every measured reply is a first turn
+        and runs compare. The connection is closed at the end: that flushes this
+        backend's table counters before the database phase reads them.
+        """
+        django_setup(self.env)
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.hashers import make_password
+        from django.db import connection
+        from django.test import Client
+
+        from conversations.models import Conversation
+
+        user_model = get_user_model()
+        users = user_model.objects.bulk_create(
+            [user_model(username=f"bench-{i:04d}", password=make_password(None))
+             for i in range(self.plan.members_needed())]
+        )
+        for user in users:
+            client = Client()
+            client.force_login(user)
+            self.sessions.append(client.cookies["sessionid"].value)
+        count = self.plan.conversations_needed()
+        conversations = Conversation.objects.bulk_create(
+            [Conversation(owner=users[i % len(users)], model=MODEL) for i in range(count)], batch_size=1000
+        )
+        self.pool = [{"id": str(c.id), "session": self.sessions[i % len(users)]}
+                     for i, c in enumerate(conversations)]
+        self.pool.reverse()  # taken from the end
+        connection.close()
+
+    def teardown(self) -> None:
+        for service in (self.daphne, self.fake):
+            if service is not None:
+                service.stop()
+        if self.stats is not None:
+            self.stats.close()
+        if self.redis is not None:
+            self.redis.close()
+        self._forget_channel_keys()
+
+    def _forget_channel_keys(self) -> None:
+        """channels-redis keeps groups for a day: remove this run's keys (bounded)."""
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+        try:
+            keys = []
+            for key in client.scan_iter(match=f"{self.prefix}*", count=1000):
+                keys.append(key)
+                if len(keys) >= 200_000:
+                    break
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start:start + 1000])
+        except redis.RedisError as exc:
+            self.notes.append(f"could not remove the run's Redis keys: {exc}")
+        finally:
+            client.close()
+
+    # Helpers of every phase
+
+    def over_budget(self, what: str) -> bool:
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.plan.budget_seconds:
+            self.notes.append(f"skipped {what}: {elapsed:.0f}s spent, budget {self.plan.budget_seconds:.0f}s")
+            print(f"  skipped {what} (time budget)", flush=True)
+            return True
+        return False
+
+    def take(self, n: int) -> list[dict]:
+        if len(self.pool) < n:
+            raise RuntimeError("the conversation pool is empty: Plan.conversations_needed is wrong")
+        taken, self.pool[-n:] = self.pool[-n:], []
+        return taken
+
+    def messages(self, n: int, tokens: int, delay: float, label: str) -> list[dict]:
+        self.phase_count += 1
+        out = []
+        for i in range(n):
+            content, expected = message_for(f"{label}.{self.phase_count}-{i}", tokens, delay)
+            out.append({"content": content, "expected": expected})
+        return out
+
+    @staticmethod
+    def endpoint(service: procs.Service) -> dict:
+        return {"ws": f"ws://127.0.0.1:{service.port}", "origin": f"http://127.0.0.1:{service.port}"}
+
+    @staticmethod
+    def deadline(tokens: int, delay: float) -> float:
+        return 60.0 + tokens * delay
+
+    def drive(self, spec: dict, n_sockets: int, on_go=None, on_result=None) -> tuple[dict, dict]:
+        """Run one client process through ready -> go -> result.
+
+        Returns its result and the CPU-seconds the app and Redis used from `go` to the
+        result (the hooks run just before `go` and just after the result, for the profiler).
+        """
+        spec_path = RESULTS / "clients-spec.json"
+        with procs.ClientProcess(spec, spec_path, self.logs / "clients.log") as clients:
+            ready = clients.expect("ready", timeout=180)
+            if ready["connected"] < n_sockets:
+                self.notes.append(f"{spec['mode']}: {ready['connected']}/{n_sockets} sockets opened: {ready['errors']}")
+            if on_go is not None:
+                on_go()
+            app_before, redis_before = procs.cpu_seconds(self.daphne.pid), self.redis_cpu()
+            clients.send("go")
+            result = clients.expect("result", timeout=spec["deadline"] + 30)
+            cpu = {"app": procs.cpu_seconds(self.daphne.pid) - app_before, "redis": self.redis_cpu() - redis_before}
+            if on_result is not None:
+                on_result()
+            clients.send("close")
+        return result, cpu
+
+    def redis_cpu(self) -> float:
+        """CPU-seconds the Redis server has used: channels-redis moves part of the relay's work there."""
+        info = self.redis.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def fake_requests(self) -> list[dict]:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.fake_port}/_fake/requests", timeout=30).json()
+
+    def reset_fake(self) -> None:
+        import httpx
+
+        httpx.post(f"http://127.0.0.1:{self.fake_port}/_fake/reset", timeout=10).raise_for_status()
+
+    def first_chunks(self) -> dict[str, float]:
+        """The fake's first-chunk time of each request, by its last user message."""
+        found = {}
+        for record in self.fake_requests():
+            users = [m for m in (record.get("body") or {}).get("messages", []) if m.get("role") == "user"]
+            if users and record.get("first_chunk_at"):
+                found[users[-1]["content"]] = record["first_chunk_at"]
+        return found
+
+    def wait_quiet(self, timeout: float = 30.0) -> None:
+        """Between phases: until no reply streams (a reply may outlive its socket)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            streaming = self.stats.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE status = 'streaming'").format(sql.Identifier(MESSAGE_TABLE))
+            ).fetchone()[0]
+            if not streaming:
+                return
+            time.sleep(0.2)
+        self.notes.append(f"replies still streaming {timeout:.0f}s after a phase")
+
+    def wait_app_idle(self, timeout: float = 30.0) -> None:
+        """Until daphne uses under 10% of a core: an overloaded phase leaves work behind
+        (queued frames, logging) that would otherwise be billed to the next one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = procs.cpu_seconds(self.daphne.pid)
+            time.sleep(0.5)
+            if procs.cpu_seconds(self.daphne.pid) - before < 0.05:
+                return
+        self.notes.append(f"the app was still busy {timeout:.0f}s after a phase")
+
+    def db_counters(self) -> dict[str, int]:
+        rows = self.stats.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+            [[MESSAGE_TABLE, CONVERSATION_TABLE]],
+        ).fetchall()
+        counters = {}
+        for relname, inserted, updated in rows:
+            short = "message" if relname == MESSAGE_TABLE else "conversation"
+            counters[f"{short}_ins"], counters[f"{short}_upd"] = inserted, updated
+        return counters
+
+    # Phases
+
+    def relay_phase(self, n: int, tokens: int, delay: float, label: str, **hooks) -> dict:
+        convs = [dict(c, **m) for c, m in zip(self.take(n), self.messages(n, tokens, delay, label))]
+        self.reset_fake()
+        spec = {"mode": "relay", "app": self.endpoint(self.daphne), "convs": convs,
+                "deadline": self.deadline(tokens, delay), "stall": STALL_SECONDS}
+        result, cpu = self.drive(spec, n, **hooks)
+        figures = phase_figures("relay", n, tokens, delay, convs, result, self.first_chunks())
+        figures["cpu_s"], figures["redis_cpu_s"] = cpu["app"], cpu["redis"]
+        held = figures["ok"] == n
+        figures["cpu_ms_per_token"] = cpu["app"] * 1000 / (n * tokens) if held else None
+        figures["redis_cpu_ms_per_token"] = cpu["redis"] * 1000 / (n * tokens) if held else None
+        if figures["ok"] < n:
+            self.notes.append(f"relay N={n} M={tokens}{' paced' if delay else ''} ({label}): only {figures['ok']}/{n} "
+                              f"replies ended complete; {figures['errors']}")
+        self.wait_quiet()
+        self.wait_app_idle()
+        self.print_phase(figures)
+        return figures
+
+    def direct_phase(self, n: int, tokens: int, delay: float, label: str) -> dict:
+        convs = self.messages(n, tokens, delay, label)
+        self.reset_fake()
+        spec = {"mode": "direct", "convs": convs, "deadline": self.deadline(tokens, delay), "stall": STALL_SECONDS,
+                "upstream": {"url": f"http://127.0.0.1:{self.fake_port}/v1/chat/completions",
+                             "api_key": API_KEY, "model": MODEL}}
+        result, cpu = self.drive(spec, n)
+        figures = phase_figures("direct", n, tokens, delay, convs, result, self.first_chunks())
+        app_cpu = figures["app_cpu_s"] = cpu["app"]  # the app has nothing to do here: is it quiet?
+        if app_cpu > 0.1:
+            self.notes.append(f"the app used {app_cpu:.2f} CPU-s during direct N={n} ({label})")
+        self.print_phase(figures)
+        return figures
+
+    @staticmethod
+    def print_phase(f: dict) -> None:
+        pace = f" @{1 / f['delay']:.0f}/s" if f["delay"] else ""
+        rate = f"{f['tok_per_s']:,.0f} tok/s" if f["tok_per_s"] else "did not hold"
+        line = f"  {f['mode']:6} N={f['n']:<4} M={f['tokens']}{pace}: {f['ok']}/{f['n']} ok, {rate}"
+        if "cpu_ms_per_token" in f and f["cpu_ms_per_token"] is not None:
+            line += f", {f['cpu_ms_per_token']:.4f} CPU-ms/token"
+        if f["ttft_ms"]:
+            line += f", TTFT+ p50 {percentile(f['ttft_ms'], 50):.1f} ms"
+        if f["errors"]:
+            line += f"  errors: {f['errors']}"
+        print(line, flush=True)
+
+    def wire_and_database(self) -> list[dict]:
+        """Bytes and database writes per reply, for several reply lengths and a paced reply.
+
+        Each reading of pg_stat_user_tables waits until every daphne backend has been
+        idle PGSTAT_IDLE_INTERVAL, so the counters include all of the phase's writes.
+        """
+        print(f"wire and database (N={self.plan.wire_n})", flush=True)
+        n = self.plan.wire_n
+        time.sleep(1.0)  # this process's backend flushes its counters as it exits
+        before = self.db_counters()
+        rows = []
+        variants = [(tokens, 0.0) for tokens in self.plan.wire_tokens] + [(self.plan.paced_tokens, PACE_DELAY)]
+        for tokens, delay in variants:
+            if self.over_budget(f"wire M={tokens}"):
+                break
+            figures = self.relay_phase(n, tokens, delay, f"wire-{tokens}")
+            time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)
+            after = self.db_counters()
+            figures["db_per_reply"] = {key: (after[key] - before[key]) / n for key in after}
+            before = after
+            rows.append(figures)
+        return rows
+
+    def main_table(self) -> list[dict]:
+        """`runs` rounds of: per N, direct then relay; then the paced rows."""
+        plan = self.plan
+        gave_up: set[int] = set()
+        runs = []
+        for run in range(plan.runs):
+            print(f"run {run + 1}/{plan.runs}", flush=True)
+            ticks, table, began = procs.machine_ticks(), procs.process_table(), time.monotonic()
+            phases = []
+            below_held = True  # did the relay hold at the previous N of this run?
+            for n in plan.ns:
+                if n > 100 and (n in gave_up or not below_held):
+                    # "and 200 if the machine holds it": only above an N that held, and not again once failed.
+                    if n not in gave_up:
+                        self.notes.append(f"N={n} not attempted in run {run + 1}: the relay did not hold at the N below")
+                    continue
+                if self.over_budget(f"run {run + 1} N={n}"):
+                    continue
+                phases.append(self.direct_phase(n, plan.tokens, 0.0, f"r{run + 1}-direct-{n}"))
+                relay = self.relay_phase(n, plan.tokens, 0.0, f"r{run + 1}-relay-{n}")
+                phases.append(relay)
+                below_held = relay["ok"] == n
+                if not below_held and n > 100:
+                    gave_up.add(n)
+            for n in plan.paced_ns:
+                if self.over_budget(f"run {run + 1} paced N={n}"):
+                    continue
+                phases.append(self.direct_phase(n, plan.paced_tokens, PACE_DELAY, f"r{run + 1}-pdirect-{n}"))
+                phases.append(self.relay_phase(n, plan.paced_tokens, PACE_DELAY, f"r{run + 1}-prelay-{n}"))
+            machine = procs.machine_load(ticks, procs.machine_ticks())
+            machine["others_cpu_s"] = procs.others_cpu(table, procs.process_table(), os.getpid())
+            machine["seconds"], machine["cores"] = time.monotonic() - began, os.cpu_count()
+            runs.append({"run": run + 1, "phases": phases, "machine": machine})
+        return runs
+
+    def two_processes(self) -> list[dict]:
+        """Deltas of replies generated on daphne-A, as seen by sockets on A and on daphne-B."""
+        print("two processes", flush=True)
+        other = procs.start_daphne("daphne-B", procs.free_port(), self.env, self.logs)
+        rows = []
+        try:
+            for tokens, delay in ((self.plan.tokens, 0.0), (self.plan.paced_tokens, PACE_DELAY)):
+                if self.over_budget(f"two processes M={tokens}"):
+                    break
+                n = self.plan.watch_n
+                convs = [dict(c, **m) for c, m in zip(self.take(n), self.messages(n, tokens, delay, "watch"))]
+                spec = {"mode": "watch", "app": self.endpoint(self.daphne), "other": self.endpoint(other),
+                        "convs": convs, "deadline": self.deadline(tokens, delay), "stall": STALL_SECONDS}
+                result, _cpu = self.drive(spec, 2 * n)
+                self.wait_quiet()
+                latencies_ms = [x * 1000 for x in result["latencies"]]
+                row = {
+                    "n": n, "tokens": tokens, "delay": delay,
+                    "ok": sum(r["ok"] for r in result["replies"]),
+                    "watchers_ok": sum(r["ok"] for r in result["watchers"]),
+                    "matched": len(latencies_ms), "unmatched": result["unmatched"],
+                    "p50_ms": percentile(latencies_ms, 50), "p90_ms": percentile(latencies_ms, 90),
+                    "p99_ms": percentile(latencies_ms, 99),
+                }
+                print(f"  M={tokens} delay={delay}: {row['matched']} deltas matched, "
+                      f"added p50 {row['p50_ms'] or 0:.2f} ms", flush=True)
+                rows.append(row)
+        finally:
+            other.stop()
+        return rows
+
+    def idle_sockets(self) -> dict:
+        """Memory per open, authenticated, idle socket, and the app's CPU while they idle."""
+        count = self.plan.idle_sockets
+        print(f"idle sockets ({count})", flush=True)
+        convs = self.take(count)
+        pid = self.daphne.pid
+        rss_before = procs.rss_bytes(pid)
+        spec = {"mode": "idle", "app": self.endpoint(self.daphne), "convs": convs}
+        with procs.ClientProcess(spec, RESULTS / "clients-spec.json", self.logs / "clients.log") as clients:
+            started = time.monotonic()
+            ready = clients.expect("ready", timeout=240)
+            open_seconds = time.monotonic() - started
+            time.sleep(1.0)  # the last handshakes' work settles
+            rss_open = procs.rss_bytes(pid)
+            cpu_before, wall_before = procs.cpu_seconds(pid), time.monotonic()
+            time.sleep(self.plan.idle_seconds)
+            idle_cpu = procs.cpu_seconds(pid) - cpu_before
+            idle_wall = time.monotonic() - wall_before
+            clients.send("close")
+            clients.expect("closed", timeout=120)
+        connected = ready["connected"]
+        result = {
+            "sockets": count, "connected": connected, "open_seconds": open_seconds,
+            "rss_before_mb": rss_before / 2**20, "rss_open_mb": rss_open / 2**20,
+            "kb_per_socket": (rss_open - rss_before) / 1024 / connected if connected else None,
+            "idle_seconds": idle_wall, "idle_cpu_s": idle_cpu, "idle_cpu_percent": 100 * idle_cpu / idle_wall,
+        }
+        if ready["errors"]:
+            result["errors"] = ready["errors"]
+        print(f"  {connected}/{count} open in {open_seconds:.1f}s, {result['kb_per_socket'] or 0:.1f} KB each, "
+              f"idle CPU {result['idle_cpu_percent']:.2f}%", flush=True)
+        return result
+
+    def profile(self) -> dict:
+        """py-spy samples of the app from `go` to the last reply of unpaced N=profile_n replies."""
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(py_spy).exists():
+            return {"skipped": "py-spy is not installed (.venv/bin/pip install py-spy)"}
+        print(f"profile (py-spy, N={self.plan.profile_n})", flush=True)
+        raw = RESULTS / "profile.txt"
+        raw.unlink(missing_ok=True)
+        spy: subprocess.Popen | None = None
+        log = open(self.logs / "py-spy.log", "w")
+        window = {}
+
+        def start() -> None:
+            nonlocal spy
+            spy = subprocess.Popen(
+                [py_spy, "record", "--pid", str(self.daphne.pid), "--rate", "100", "--format", "raw",
+                 "--nolineno", "--nonblocking", "--output", str(raw)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            time.sleep(0.5)  # attached before the replies start
+            window["start"] = time.monotonic()
+
+        def stop() -> None:
+            window["seconds"] = time.monotonic() - window["start"]
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+
+        try:
+            figures = self.relay_phase(self.plan.profile_n, self.plan.tokens, 0.0, "profile", on_go=start, on_result=stop)
+            spy.wait(timeout=30)
+        finally:
+            if spy is not None and spy.poll() is None:
+                spy.kill()
+                spy.wait()
+            log.close()
+        if not raw.exists() or not raw.read_text().strip():
+            return {"skipped": f"py-spy wrote nothing: {procs.tail(self.logs / 'py-spy.log', 500)}"}
+        return {"seconds": window.get("seconds"), "replies_ok": figures["ok"], "n": figures["n"],
+                **report.profile_summary(raw.read_text())}
+
+    def context_rebuild(self) -> dict:
+        """Queries and time of load_branch + build_context for a long conversation, in-process."""
+        print(f"context rebuild ({self.plan.context_messages} messages)", flush=True)
+        return measure_context_rebuild(self.plan.context_messages)
+
+
+def phase_figures(mode: str, n: int, tokens: int, delay: float, convs: list[dict], result: dict,
+                  first_chunks: dict[str, float]) -> dict:
+    """One phase's figures from its clients' outcomes (replies are in the order of convs)."""
+    replies = result["replies"]
+    ok = [r for r in replies if r["ok"]]
+    sends = [r["send_at"] for r in replies if r["send_at"]]
+    # Throughput is defined for a phase whose every reply arrived whole: N*M / (last done - first send).
+    wall = max(r["done_at"] for r in ok) - min(sends) if len(ok) == n else None
+    delivered = len(ok) * tokens
+    # Every reply whose first token arrived counts, even if a later frame was lost.
+    ttft = [
+        (r["first_at"] - first_chunks[conv["content"]]) * 1000
+        for r, conv in zip(replies, convs)
+        if r["first_at"] and conv["content"] in first_chunks
+    ]
+    return {
+        "mode": mode, "n": n, "tokens": tokens, "delay": delay,
+        "ok": len(ok), "errors": sorted({r["error"] for r in replies if r["error"]})[:3],
+        "wall_s": wall, "tokens_delivered": delivered,
+        "tok_per_s": n * tokens / wall if wall else None,
+        "client_cpu_s": result.get("client_cpu"),
+        "ttft_ms": ttft,
+        "reply_chars": mean([r["text_len"] for r in ok]),
+        "reply_s": mean([r["done_at"] - r["send_at"] for r in ok]),
+        "deltas_per_reply": mean([r["deltas"] for r in ok]),
+        "frames_per_reply": mean([r["frames"] for r in ok]),
+        "bytes_per_reply": mean([r["bytes"] for r in ok]),
+        "delta_bytes_per_reply": mean([r["delta_bytes"] for r in ok]),
+    }
+
+
+def django_setup(env: dict) -> None:
+    os.environ.update(env)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def measure_context_rebuild(count: int, repeats: int = 5) -> dict:
+    """Build a `count`-message branch (long-ish turns) and time rebuilding its context."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone as dj_timezone
+
+    from conversations.context import build_context, load_branch
+    from conversations.models import Conversation, Message
+
+    owner = get_user_model().objects.order_by("pk").first()
+    conversation = Conversation.objects.create(owner=owner, model=MODEL)
+    start = dj_timezone.now()
+    messages, parent_id = [], None
+    for i in range(count):
+        role = Message.Role.USER if i % 2 == 0 else Message.Role.ASSISTANT
+        words = 40 if role == Message.Role.USER else 250  # a question, then a 500-token-ish answer
+        message = Message(conversation=conversation, parent_id=parent_id, role=role,
+                          content=" ".join(f"word{j}" for j in range(words)),
+                          created_at=start + timedelta(microseconds=i))
+        messages.append(message)
+        parent_id = message.id
+    Message.objects.bulk_create(messages, batch_size=500)
+    timings, queries, context, path = [], None, None, []
+    for _ in range(repeats):
+        fresh = Conversation.objects.get(pk=conversation.pk)
+        with CaptureQueriesContext(connection) as captured:
+            began = time.perf_counter()
+            path = load_branch(fresh, parent_id)
+            context = build_context(fresh, path, None)
+            timings.append((time.perf_counter() - began) * 1000)
+        queries = len(captured.captured_queries)
+    connection.close()
+    return {
+        "messages": count, "branch": len(path), "sent": len(context.messages), "dropped": context.dropped,
+        "estimated_tokens": context.estimated_tokens, "queries": queries,
+        "ms_median": statistics.median(timings), "ms_min": min(timings), "repeats": repeats,
+    }
+
+
+def app_settings() -> dict:
+    """The app's settings that shape the figures, as the app reads them (Django is set up by then)."""
+    from django.conf import settings
+
+    layer = settings.CHANNEL_LAYERS["default"]
+    return {
+        "channel layer": layer["BACKEND"].rsplit(".", 1)[-1],
+        "channel capacity": layer.get("CONFIG", {}).get("capacity", "—"),
+        "DELTA_COALESCE_MS": round(settings.DELTA_COALESCE_SECONDS * 1000, 3),
+        "REPLY_FLUSH_SECONDS": settings.REPLY_FLUSH_SECONDS,
+    }
+
+
+def code_version() -> dict:
+    """The commit measured, and the files that differed from it (the tree may be shared)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return done.stdout if done.returncode == 0 else ""
+
+    paths = [line[3:] for line in git("status", "--porcelain").splitlines()]  # "XY path"
+    changed = [path for path in paths if not path.startswith(("bench/", "docs/benchmarks.md"))]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or "?", "changed": changed}
+
+
+def versions(bench: Bench) -> dict:
+    postgres = bench.stats.execute("SHOW server_version").fetchone()[0]
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
+    try:
+        redis_version = client.info("server")["redis_version"]
+    finally:
+        client.close()
+    return {"postgres": postgres, "redis": redis_version}
+
+
+def run(plan: Plan) -> dict:
+    bench = Bench(plan)
+    results: dict = {"plan": asdict(plan), "machine": procs.machine(), "code": code_version(),
+                     "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                     "command": " ".join(["python -m bench.relay", *sys.argv[1:]])}
+    ticks = procs.machine_ticks()
+    print("setting up", flush=True)
+    try:
+        bench.setup()
+        results["settings"] = app_settings()
+        results["machine"].update(versions(bench))
+        results["wire"] = bench.wire_and_database()
+        results["runs"] = bench.main_table()
+        if not bench.over_budget("two processes"):
+            results["watch"] = bench.two_processes()
+        if not bench.over_budget("idle sockets"):
+            results["idle"] = bench.idle_sockets()
+        if plan.profile and not bench.over_budget("profile"):
+            results["profile"] = bench.profile()
+    finally:
+        bench.teardown()
+    results["context"] = bench.context_rebuild()
+    results["machine"]["load"] = procs.machine_load(ticks, procs.machine_ticks())
+    results["elapsed_s"] = time.monotonic() - bench.started
+    results["notes"] = bench.notes
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N=1,10 only, one run, fewer sockets (a smoke run)")
+    parser.add_argument("--runs", type=int, help="rounds of the main table (default 3)")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--profile", action="store_true", help="profile the app with py-spy during N=100 replies")
+    parser.add_argument("--docs", action="store_true", help="rewrite the generated part of docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    if args.runs:
+        plan.runs = max(1, min(args.runs, 10))
+    plan.profile = args.profile
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    lock = open(RESULTS / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(
+            "another bench.relay is running here (it recreates the same database): wait for it"
+        ) from None
+    results = run(plan)
+    markdown = report.render(results)
+    print()
+    print(markdown)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / "latest.md").write_text(markdown)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.docs:
+        report.update_docs(DOCS, markdown)
+        print(f"updated {DOCS.relative_to(ROOT)}")
+    print(f"raw results: {(RESULTS / 'latest.json').relative_to(ROOT)} ({results['elapsed_s']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
