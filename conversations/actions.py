@@ -92,35 +92,14 @@ def start_turn(user, conversation_id, text: str, parts: list | None, client_id: 
     """Store the member's message and a streaming reply to it, or raise Busy."""
     with transaction.atomic():
         conversation = get_conversation(user, conversation_id, lock=True)
-        if client_id is not None:
-            existing = conversation.messages.filter(client_id=client_id).first()
-            if existing is not None:
-                return Turn(conversation.id, announce=[message_dict(existing)], duplicate=True)
-        expired = expire_stale_replies(conversation)
-        _refuse_if_busy(conversation)
-        question = Message.objects.create(
-            conversation=conversation,
-            parent_id=conversation.current_leaf_id,
-            role=Message.Role.USER,
-            content=text,
-            content_parts=parts,
-            client_id=client_id,
-        )
-        title = None
-        if not conversation.title:
-            title = conversation.title = _title_from(text)
-        turn = _start_reply(conversation, question)
-        turn.announce = [message_dict(m) for m in expired] + [message_dict(question)] + turn.announce
-        turn.title = title
-        return turn
+        return _ask(conversation, conversation.current_leaf_id, text, parts, client_id)
 
 
 def regenerate(user, conversation_id, message_id: uuid.UUID | None) -> Turn:
     """A new reply to the same question, as a sibling of the old reply."""
     with transaction.atomic():
         conversation = get_conversation(user, conversation_id, lock=True)
-        expired = expire_stale_replies(conversation)
-        _refuse_if_busy(conversation)
+        expired = _make_room(conversation)
         target_id = message_id or conversation.current_leaf_id
         old = conversation.messages.filter(pk=target_id).first() if target_id else None
         if old is None:
@@ -137,33 +116,45 @@ def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | 
     """A new version of a question, as a sibling branch, and a reply to it."""
     with transaction.atomic():
         conversation = get_conversation(user, conversation_id, lock=True)
-        if client_id is not None:
-            existing = conversation.messages.filter(client_id=client_id).first()
-            if existing is not None:
-                return Turn(conversation.id, announce=[message_dict(existing)], duplicate=True)
-        expired = expire_stale_replies(conversation)
-        _refuse_if_busy(conversation)
         original = conversation.messages.filter(pk=message_id).first()
         if original is None:
             raise NotFound
         if original.role != Message.Role.USER:
             raise Invalid("Only a member's message can be edited.")
-        question = Message.objects.create(
-            conversation=conversation,
-            parent_id=original.parent_id,
-            role=Message.Role.USER,
-            content=text,
-            content_parts=parts,
-            client_id=client_id,
-        )
-        turn = _start_reply(conversation, question)
-        turn.announce = [message_dict(m) for m in expired] + [message_dict(question)] + turn.announce
-        return turn
+        return _ask(conversation, original.parent_id, text, parts, client_id)
 
 
-def _refuse_if_busy(conversation: Conversation) -> None:
+def _ask(conversation: Conversation, parent_id, text: str, parts: list | None,
+         client_id: uuid.UUID | None) -> Turn:
+    """Store a question under `parent_id` and start its reply (inside the caller's transaction)."""
+    if client_id is not None:
+        existing = conversation.messages.filter(client_id=client_id).first()
+        if existing is not None:
+            return Turn(conversation.id, announce=[message_dict(existing)], duplicate=True)
+    expired = _make_room(conversation)
+    question = Message.objects.create(
+        conversation=conversation,
+        parent_id=parent_id,
+        role=Message.Role.USER,
+        content=text,
+        content_parts=parts,
+        client_id=client_id,
+    )
+    title = None
+    if not conversation.title:
+        title = conversation.title = _title_from(text)
+    turn = _start_reply(conversation, question)
+    turn.announce = [message_dict(m) for m in expired] + [message_dict(question)] + turn.announce
+    turn.title = title
+    return turn
+
+
+def _make_room(conversation: Conversation) -> list[Message]:
+    """Free the conversation of replies whose process died; raise Busy if one still streams."""
+    expired = expire_stale_replies(conversation)
     if conversation.messages.filter(status=Message.Status.STREAMING).exists():
         raise Busy
+    return expired
 
 
 def _title_from(text: str) -> str:
