@@ -74,8 +74,8 @@ class Generation:
         return self.parts[0] if self.parts else ""
 
     async def run(self) -> None:
-        # The default prefix: channels-redis serves every process-local channel of one
-        # prefix from a single receive loop; another prefix would wait behind it.
+        # The default prefix: channels-redis's list-based layer serves all process-local
+        # channels of one prefix from one receive loop, and another prefix waits behind it.
         control = await self.layer.new_channel()
         group = events.control_group(self.conversation_id)
         await self.layer.group_add(group, control)
