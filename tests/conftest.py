@@ -30,9 +30,9 @@ from tests.fake_upstream import FakeUpstream
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session", autouse=True)
-def close_worker_connections(django_db_setup, django_db_blocker):
-    """End the database worker threads' connections, so the test database can be dropped."""
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, whose worker-thread connections are ended before it is dropped."""
     yield
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(

@@ -44,3 +44,21 @@ def test_without_database_or_redis_it_says_it_uses_sqlite_and_one_process():
     assert result.returncode == 0, result.stderr
     assert "DATABASE_URL is not set: using the local SQLite file" in result.stderr
     assert "REDIS_URL is not set: using the in-memory channel layer" in result.stderr
+
+
+def test_the_deploy_check_is_clean_with_production_settings():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+            "DEBUG": "false",
+            "HTTPS": "true",
+            "SECRET_KEY": "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP",
+            "ALLOWED_HOSTS": "chat.example.com",
+            "CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
+        },
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
