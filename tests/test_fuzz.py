@@ -1,0 +1,71 @@
+"""Arbitrary input never gets past validation as anything but a clear error.
+
+Frames are fuzzed at the validator every frame goes through (the socket tests
+show that its errors reach the tab with the socket open); JSON bodies go
+through the real views, where nothing may answer 500 or store a row.
+"""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conversations.frames import ClientFrame, FrameError, parse_frame
+from conversations.models import Conversation
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+frame_like = st.fixed_dictionaries(
+    {"type": st.sampled_from(["send", "stop", "regenerate", "edit", "hack"]) | st.text(max_size=8)},
+    optional={
+        "content": json_values,
+        "client_id": st.uuids().map(str) | json_values,
+        "message_id": st.uuids().map(str) | json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=200), json_values.map(json.dumps), frame_like.map(json.dumps)))
+def test_any_frame_is_either_valid_or_a_clear_error(raw):
+    try:
+        frame = parse_frame(raw)
+    except FrameError as error:
+        assert error.code in ("invalid", "too_large") and error.message
+    else:
+        assert isinstance(frame, ClientFrame)
+        assert frame.type in ("send", "stop", "regenerate", "edit")
+        if frame.type in ("send", "edit"):
+            assert frame.text.strip() or frame.parts
+
+
+body_like = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={"title": json_values, "model": json_values, "system_prompt": json_values, "params": json_values},
+    ),
+)
+
+
+@pytest.mark.django_db
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=body_like)
+def test_any_api_body_gets_json_and_never_a_500(alice, body):
+    before = Conversation.objects.count()
+    response = alice.client.post("/api/conversations/", json.dumps(body), content_type="application/json")
+    assert response.status_code in (201, 400), response.content
+    assert response["Content-Type"] == "application/json"
+    if response.status_code == 400:
+        assert response.json()["error"]["code"] == "invalid"
+        assert Conversation.objects.count() == before
+    else:
+        conversation = Conversation.objects.get(pk=response.json()["id"])
+        patched = alice.client.patch(
+            f"/api/conversations/{conversation.id}/", json.dumps(body), content_type="application/json"
+        )
+        assert patched.status_code in (200, 400), patched.content
