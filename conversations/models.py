@@ -13,7 +13,6 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .events import control_group, conversation_group
 
 
 class ConversationQuerySet(models.QuerySet):
@@ -48,16 +47,6 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.id}"
-
-    @property
-    def group_name(self) -> str:
-        """Channel-layer group of every socket watching this conversation."""
-        return conversation_group(self.id)
-
-    @property
-    def control_group_name(self) -> str:
-        """Channel-layer group of the reply streaming in this conversation, if any."""
-        return control_group(self.id)
 
 
 class Message(models.Model):
