@@ -14,7 +14,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 
-
 class ConversationQuerySet(models.QuerySet):
     def owned_by(self, user) -> "ConversationQuerySet":
         """Scope every lookup by its owner: the only door to a conversation."""
