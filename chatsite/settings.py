@@ -237,6 +237,18 @@ UPSTREAM_CONNECT_TIMEOUT = envfloat("UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.
 UPSTREAM_READ_TIMEOUT = envfloat("UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)
 UPSTREAM_MAX_RETRIES = envint("UPSTREAM_MAX_RETRIES", 2)
 UPSTREAM_MAX_RETRY_WAIT = envfloat("UPSTREAM_MAX_RETRY_WAIT", 20.0)
+# SSRF defence (conversations/netguard.py): model servers (other than OPENAI_BASE_URL's own
+# host and port, allowed implicitly) and image URLs may not reach loopback, private,
+# link-local or other non-public addresses, except these hosts: names, addresses, `host:port`,
+# `[ipv6]:port` or CIDR ranges, e.g. `127.0.0.1:8000,vllm.lan,10.20.0.0/16`.
+UPSTREAM_ALLOWED_HOSTS = envlist("UPSTREAM_ALLOWED_HOSTS")
+for _entry in UPSTREAM_ALLOWED_HOSTS:
+    from conversations.netguard import parse_allowed_host
+
+    try:
+        parse_allowed_host(_entry)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"UPSTREAM_ALLOWED_HOSTS: {exc}") from None
 
 # Replies: how they stream, persist and recover.
 DELTA_COALESCE_SECONDS = envfloat("DELTA_COALESCE_MS", 30.0) / 1000

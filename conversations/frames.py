@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from . import netguard
+
 IMAGE_DETAILS = ("auto", "low", "high")
 MAX_PARTS = 20
 
@@ -128,6 +130,13 @@ def _image(image) -> dict:
     _check_storable(url)
     if not url.startswith(("https://", "http://", "data:image/")):
         raise FrameError("invalid", "Image URLs must be http(s) URLs or data:image/ URLs.")
+    if not url.startswith("data:"):
+        # The model server fetches it: no local or private addresses (names are resolved
+        # and checked later, off this synchronous path: chat._check_image_hosts).
+        try:
+            netguard.check_url_static(url, netguard.image_policy())
+        except netguard.Blocked as blocked:
+            raise FrameError("invalid", f"This image URL cannot be used: {blocked.message}") from None
     cleaned = {"url": url}
     detail = image.get("detail")
     if detail is not None:

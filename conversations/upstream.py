@@ -21,6 +21,8 @@ import httpx
 from django.conf import settings
 from httpx_sse import EventSource, SSEError
 
+from . import netguard
+
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -77,14 +79,18 @@ def client() -> httpx.AsyncClient:
     existing = _clients.get(loop)
     if existing is None or existing.is_closed:
         existing = httpx.AsyncClient(
+            # Every connection goes through the SSRF guard (netguard.GuardedBackend).
+            # Keep connections for a minute: httpx's default 5 s makes every burst reconnect.
+            transport=netguard.GuardedTransport(
+                limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60),
+            ),
             timeout=httpx.Timeout(
                 connect=settings.UPSTREAM_CONNECT_TIMEOUT,
                 read=settings.UPSTREAM_READ_TIMEOUT,
                 write=30.0,
                 pool=settings.UPSTREAM_CONNECT_TIMEOUT,
             ),
-            # Keep connections for a minute: httpx's default 5 s makes every burst reconnect.
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=60),
+            # Never: a redirect could lead anywhere; a 3xx is reported as an error (error_from_object).
             follow_redirects=False,
         )
         _clients[loop] = existing
@@ -146,6 +152,8 @@ async def _stream_once(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
                 yield _chunk_from_event(_json_or_error(data), endpoint)
     except UpstreamError:
         raise
+    except netguard.Blocked as blocked:
+        raise blocked_error(blocked) from None
     except SSEError:
         raise UpstreamError(
             "upstream_error", "The model server answered with something other than a stream."
@@ -170,6 +178,14 @@ async def _stream_once(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
             "upstream_error", f"The request to the model server failed ({type(exc).__name__})."
         ) from None
     raise UpstreamError("upstream_error", "The model server's stream ended before the reply was complete.")
+
+
+def blocked_error(blocked: netguard.Blocked) -> UpstreamError:
+    """The guard refused the model server's address: a setting to change, never retried."""
+    return UpstreamError(
+        "upstream_unavailable",
+        f"The model server's address is not allowed ({blocked.reason}). {netguard.ALLOW_HINT}",
+    )
 
 
 def _json_or_error(data: str | bytes) -> dict:
@@ -253,6 +269,14 @@ def error_from_object(detail, status: int | None, endpoint: Endpoint) -> Upstrea
         )
     if status == 408:
         return UpstreamError("timeout", "The model server timed out.", status=status, retryable=True)
+    if status is not None and 300 <= status < 400:
+        # Redirects are never followed: one could lead to an address the guard would refuse.
+        return UpstreamError(
+            "upstream_error",
+            f"The model server answered with a redirect (HTTP {status}), which is not followed; "
+            "an administrator must check the model server's base URL.",
+            status=status,
+        )
     if status is not None and status >= 500:
         return UpstreamError(
             "upstream_unavailable", f"The model server is unavailable (HTTP {status}).",
@@ -295,6 +319,8 @@ async def list_models(endpoint: Endpoint) -> list[str]:
     """The model ids the server offers, for the model picker."""
     try:
         response = await client().get(f"{endpoint.base_url}/models", headers=endpoint.headers())
+    except netguard.Blocked as blocked:
+        raise blocked_error(blocked) from None
     except httpx.HTTPError:
         raise UpstreamError("upstream_unavailable", "Could not reach the model server.") from None
     if response.status_code != 200:

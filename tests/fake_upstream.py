@@ -19,7 +19,10 @@ Keys (all optional): ``tokens`` (default 12), ``text``, ``delay``,
 ``first_delay``, ``status``, ``error_code``, ``retry_after``, ``fail_times``,
 ``cut_after``, ``error_after``, ``stall_after``, ``stall`` (default 3600),
 ``malformed_after``, ``no_done``, ``no_stream``, ``finish_reason`` (default
-"stop"), ``drop_usage``.  ``*_after`` values count content chunks already
+"stop"), ``drop_usage``, ``redirect`` (a ``Location`` to answer with, status
+``status`` or 307), ``error_message`` (the text of an error answer or of an
+error object mid-stream; ``{key}`` becomes the API key the request presented,
+as real servers echo a wrong key back).  ``*_after`` values count content chunks already
 written; a value beyond the number of chunks applies after the last one.
 
 Without ``text`` the reply is ``"You said: <user text> "`` followed by
@@ -87,6 +90,15 @@ def _sse(obj: Any) -> bytes:
 
 def _error_body(message: str, type_: str, code: Any = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _error_message(script: dict[str, Any], rec: dict[str, Any]) -> str | None:
+    """The ``error_message`` directive, with ``{key}`` replaced by the presented API key."""
+    template = script.get("error_message")
+    if template is None:
+        return None
+    presented = rec["headers"].get("authorization", "").removeprefix("Bearer ")
+    return str(template).replace("{key}", presented)
 
 
 def _error_type_for(status: int) -> str:
@@ -506,6 +518,8 @@ class FakeUpstream:
             try:
                 pieces = self._reply_pieces(script, user_text)
                 status = int(script["status"]) if script.get("status") is not None else None
+                if script.get("redirect") is not None and status is None:
+                    status = 307
                 fail_times = int(script["fail_times"]) if script.get("fail_times") is not None else None
                 for key in ("cut_after", "error_after", "stall_after", "malformed_after"):
                     if script.get(key) is not None:
@@ -539,10 +553,11 @@ class FakeUpstream:
             phrase = http.HTTPStatus(status).phrase
         except ValueError:
             phrase = "Error"
-        body = _error_body(
-            f"Fake upstream error: HTTP {status} {phrase}", _error_type_for(status), script.get("error_code")
-        )
+        message = _error_message(script, rec) or f"Fake upstream error: HTTP {status} {phrase}"
+        body = _error_body(message, _error_type_for(status), script.get("error_code"))
         extra = [("Retry-After", str(script["retry_after"]))] if script.get("retry_after") is not None else []
+        if script.get("redirect") is not None:
+            extra.append(("Location", str(script["redirect"])))
         return await self._send_json(writer, status, body, keep, extra, rec)
 
     async def _send_completion(
@@ -640,7 +655,8 @@ class FakeUpstream:
             if i == error_at:
                 err = {
                     "error": {
-                        "message": "The server had an error while processing your request",
+                        "message": _error_message(script, rec)
+                        or "The server had an error while processing your request",
                         "type": "server_error",
                         "code": script.get("error_code"),
                     }

@@ -17,3 +17,7 @@ os.environ.setdefault("UPSTREAM_MAX_RETRY_WAIT", "2")
 os.environ.setdefault("UPSTREAM_READ_TIMEOUT", "5")
 os.environ.setdefault("REPLY_FLUSH_SECONDS", "0.2")
 os.environ.setdefault("REPLY_LEASE_SECONDS", "5")
+# The fake model servers listen on loopback, not always at OPENAI_BASE_URL (which is
+# allowed implicitly): allow them as an operator of a local model server would.
+# tests/test_ssrf.py empties the list wherever it tests what is refused.
+os.environ.setdefault("UPSTREAM_ALLOWED_HOSTS", "127.0.0.1")
