@@ -165,6 +165,8 @@ DB_THREADS = envint("DB_THREADS", 6, minimum=1)
 # per frame and one read per process; a delta lost in a Redis hiccup shows as
 # a gap in offsets and the socket resyncs (docs/decisions.md).
 REDIS_URL = env("REDIS_URL")
+# Prefix of this site's keys in Redis, for the channel layer and the cache alike.
+REDIS_PREFIX = env("CHANNEL_PREFIX", "chat")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -172,16 +174,33 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py 8 reads with a 5 s socket timeout by default; give reads room.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
-                "prefix": env("CHANNEL_PREFIX", "chat"),
+                "prefix": REDIS_PREFIX,
             },
         }
     }
+    # The cache holds the sign-in failure counts, which every process must share.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
+        }
+    }
 else:
-    log.warning("REDIS_URL is not set: using the in-memory channel layer (one process only)")
+    log.warning(
+        "REDIS_URL is not set: using the in-memory channel layer (one process only)"
+        " and a per-process cache for sign-in throttling"
+    )
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": envint("CHANNEL_CAPACITY", 1000, minimum=10)},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_PREFIX": REDIS_PREFIX,
         }
     }
 
@@ -194,6 +213,20 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# Sign-in throttling (conversations/login_throttle.py): failures are counted per
+# account and per client address over LOGIN_LOCKOUT_SECONDS; past a limit, sign-in
+# is refused for LOGIN_LOCKOUT_SECONDS without checking the password.
+AUTHENTICATION_BACKENDS = [
+    "conversations.login_throttle.LoginThrottleGate",  # refuses locked attempts; never signs anyone in
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURES_PER_ACCOUNT = envint("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_IP = envint("LOGIN_FAILURES_PER_IP", 50, minimum=1)
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+# How many proxies of yours append to X-Forwarded-For in front of the app; the
+# client address is the entry the outermost one appended. 0: the header is ignored.
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", "UTC")

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from conversations import api, views
+from conversations import api, login_throttle, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -11,6 +11,8 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/", api.conversation, name="api_conversation"),
     path("api/conversations/<str:conversation_id>/export", api.export, name="api_export"),
     path("api/models/", api.models, name="api_models"),
+    # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
+    path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]
