@@ -32,5 +32,5 @@ RUN SECRET_KEY=collectstatic-build-only python manage.py collectstatic --noinput
 
 EXPOSE 8000
 
-# migrate, then daphne on 0.0.0.0:8000 (see docker/entrypoint.sh).
+# migrate, then daphne (through chatsite/server.py) on 0.0.0.0:8000 (see docker/entrypoint.sh).
 CMD ["/bin/sh", "/app/docker/entrypoint.sh"]

@@ -7,6 +7,8 @@ APP_PORT ?= 8000
 DEMO_UPSTREAM_PORT ?= 8001
 # Load .env when there is one (see .env.example).
 ENV := set -a; [ -f .env ] && . ./.env; set +a;
+# daphne, through chatsite/server.py: it drops a websocket that stops reading (WS_SEND_BUFFER_BYTES).
+SERVE = $(BIN)/python -m chatsite.server -b $(APP_HOST) -p $(APP_PORT) chatsite.asgi:application
 
 .PHONY: run demo test install install-dev migrate bench clean
 
@@ -31,7 +33,7 @@ migrate: install
 ## Install and start the app on http://127.0.0.1:8000 (SQLite and one process unless .env says otherwise).
 run: migrate
 	$(ENV) DEBUG=$${DEBUG:-true} $(BIN)/python manage.py ensure_member --if-no-users
-	$(ENV) DEBUG=$${DEBUG:-true} $(BIN)/daphne -b $(APP_HOST) -p $(APP_PORT) chatsite.asgi:application
+	$(ENV) DEBUG=$${DEBUG:-true} $(SERVE)
 
 ## Run the app against the fake model server: no API key needed. Sign in as demo / demo-password.
 demo: install-dev
@@ -40,7 +42,7 @@ demo: install-dev
 	$(BIN)/python -m tests.fake_upstream --port $(DEMO_UPSTREAM_PORT) --tokens 60 --delay 0.03 & \
 	trap "kill $$!" EXIT; \
 	DEBUG=true OPENAI_BASE_URL=http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/v1 OPENAI_API_KEY=demo DEFAULT_MODEL=fake-model \
-	$(BIN)/daphne -b $(APP_HOST) -p $(APP_PORT) chatsite.asgi:application
+	$(SERVE)
 
 ## Install and run the whole test suite (starts Postgres and Redis if needed).
 test: install-dev

@@ -293,6 +293,10 @@ MAX_REPLY_CHARS = envint("MAX_REPLY_CHARS", 200_000, minimum=100)
 CONTEXT_TOKEN_BUDGET = envint("CONTEXT_TOKEN_BUDGET", 32_000, minimum=256)
 MAX_MESSAGE_CHARS = envint("MAX_MESSAGE_CHARS", 100_000, minimum=100)
 WS_MAX_FRAME_BYTES = envint("WS_MAX_FRAME_BYTES", 8 * 1024 * 1024, minimum=1024)
+# Bytes a websocket may leave unread once the kernel's buffers and twisted's 64 KiB are full;
+# past it the server drops that socket (chatsite/server.py). 1 MiB is minutes of a live reply
+# (coalesced deltas are a few KiB/s) yet caps what one tab that stopped reading can pin.
+WS_SEND_BUFFER_BYTES = envint("WS_SEND_BUFFER_BYTES", 1024 * 1024, minimum=64 * 1024)
 
 LOGGING = {
     "version": 1,

@@ -6,5 +6,7 @@ set -e
 
 python manage.py migrate --noinput
 
-# exec replaces the shell, so daphne itself receives SIGTERM from `docker stop`.
-exec daphne -b 0.0.0.0 -p 8000 chatsite.asgi:application
+# daphne through chatsite/server.py, which drops a websocket that stops reading
+# (WS_SEND_BUFFER_BYTES). exec replaces the shell, so the server itself receives
+# SIGTERM from `docker stop`.
+exec python -m chatsite.server -b 0.0.0.0 -p 8000 chatsite.asgi:application

@@ -205,24 +205,50 @@ def free_port() -> int:
 
 
 class DaphneProcess:
-    """The app as a real daphne process sharing this test's Postgres and Redis."""
+    """The app as a real daphne process sharing this test's Postgres and Redis,
+    started as in production: through chatsite.server, daphne with the send bound."""
 
-    def __init__(self, env: dict):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+    def __init__(self, env: dict, *, sndbuf: int | None = None):
+        """`sndbuf`: the kernel send buffer of its sockets. Loopback's 64 KiB segments let Linux
+        give each socket about 4 MiB, where a real network starts near 16 KiB; a listening
+        socket made here with SO_SNDBUF (which accepted sockets inherit) goes to daphne's --fd."""
+        listener = None
+        if sndbuf is None:
+            self.port = free_port()
+            where, pass_fds = ["-b", "127.0.0.1", "-p", str(self.port)], ()
+        else:
+            listener = socketlib.socket()
+            listener.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_SNDBUF, sndbuf)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(128)
+            self.port = listener.getsockname()[1]
+            where, pass_fds = ["--fd", str(listener.fileno())], (listener.fileno(),)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chatsite.server", *where, "chatsite.asgi:application"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=pass_fds,
+            )
+        finally:
+            if listener is not None:
+                listener.close()  # the process has its own copy
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daphne exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                with socketlib.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
+            if self._answers():
+                return
+            time.sleep(0.1)
+        self.stop()
         raise RuntimeError("daphne did not start")
+
+    def _answers(self) -> bool:
+        """An HTTP answer, not just a connection: a listening socket made here accepts before daphne runs."""
+        try:
+            with socketlib.create_connection(("127.0.0.1", self.port), timeout=2) as probe:
+                probe.sendall(b"HEAD /accounts/login/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return probe.recv(16).startswith(b"HTTP/")
+        except OSError:
+            return False
 
     @property
     def origin(self) -> str:

@@ -167,3 +167,21 @@ async def test_a_reply_whose_process_was_killed_becomes_interrupted(app_env, ali
     finally:
         doomed.stop()
         survivor.stop()
+
+
+async def test_a_frame_above_daphnes_default_limit_reaches_the_app(app_env, alice, upstream):
+    """daphne's own limit (1 MiB by default) would close the socket; the app answers instead."""
+    conversation = await sync_to_async(alice.conversation)()
+    process = DaphneProcess(app_env)
+    try:
+        async with tab(process, alice, conversation) as ws:
+            recv = receiver(ws)
+            assert (await recv())["type"] == "snapshot"
+            huge = "x" * (3 * 1024 * 1024)  # under WS_MAX_FRAME_BYTES, over MAX_MESSAGE_CHARS
+            await ws.send(json.dumps({"type": "send", "content": huge, "client_id": str(uuid.uuid4())}))
+            assert (await recv())["code"] == "too_large"
+            await ws.send(json.dumps({"type": "send", "content": "still here", "client_id": str(uuid.uuid4())}))
+            assert (await recv())["type"] == "message"  # the socket stayed open
+    finally:
+        process.stop()
+    assert [m.content for m in await rows(conversation)][0] == "still here"
