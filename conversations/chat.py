@@ -4,53 +4,110 @@ Each call runs its database transaction in a worker thread, announces the
 committed rows to every socket of the conversation, then starts the reply.
 The websocket consumer (and later the member API) only translate to and from
 these calls; exceptions from `actions` say what went wrong.
+
+A turn, once asked for, is carried out to the end even if the socket that
+asked goes away half-way: otherwise a reply row committed by the worker
+thread would be left `streaming` with nothing generating it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
-from channels.layers import get_channel_layer
+from django.conf import settings
 
-from . import actions, events, generation
+from . import actions, events, generation, netguard, session_auth
 from .actions import Busy, Invalid, NotFound  # noqa: F401  (re-exported for the edges)
+from .events import Unavailable  # noqa: F401  (the channel layer is down: raised after the rows are stored)
+
+_turns: set[asyncio.Task] = set()  # turns under way, whoever asked for them
 
 
-async def _announce_and_start(turn: actions.Turn) -> actions.Turn:
-    for message in turn.announce:
-        streaming = message["status"] == "streaming"
-        await events.publish_frame(
-            turn.conversation_id,
-            {"type": "message", "message": message},
-            message_id=message["id"] if streaming else None,
-            streaming=streaming,
-        )
-    if turn.title:
-        await events.publish_frame(turn.conversation_id, {"type": "title", "title": turn.title})
-    if turn.reply is not None:
-        generation.start(turn)
+async def _turn(action, *args) -> actions.Turn:
+    """Run `action` in a worker thread, then announce its rows and start its reply.
+
+    It runs as its own task, shielded from the caller's cancellation: a socket
+    that closes while the transaction commits must not leave the reply unstarted.
+    """
+    task = asyncio.get_running_loop().create_task(_carry_out(action, *args))
+    _turns.add(task)
+    task.add_done_callback(_forget)
+    return await asyncio.shield(task)
+
+
+def _forget(task: asyncio.Task) -> None:
+    _turns.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: the caller, if still there, has seen it too
+
+
+def pending_turns() -> list[asyncio.Task]:
+    return list(_turns)
+
+
+async def _carry_out(action, *args) -> actions.Turn:
+    turn = await actions.in_thread(action)(*args)
+    if turn.duplicate:
+        return turn
+    try:
+        for message in turn.announce:
+            streaming = message["status"] == "streaming"
+            await events.publish_frame(
+                turn.conversation_id,
+                {"type": "message", "message": message},
+                message_id=message["id"] if streaming else None,
+                streaming=streaming,
+            )
+        if turn.title:
+            await events.publish_frame(turn.conversation_id, {"type": "title", "title": turn.title})
+    finally:
+        if turn.reply is not None:
+            generation.start(turn)  # the row exists: something must finish it
     return turn
 
 
 async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> actions.Turn:
     """Store the member's message and start a reply (a resent client_id does nothing)."""
-    turn = await actions.in_thread(actions.start_turn)(user, conversation_id, text, parts, client_id)
-    if turn.duplicate:
-        return turn
-    return await _announce_and_start(turn)
+    await _check_image_hosts(parts)
+    return await _turn(actions.start_turn, user, conversation_id, text, parts, client_id)
 
 
 async def regenerate(user, conversation_id, message_id: uuid.UUID | None) -> actions.Turn:
-    turn = await actions.in_thread(actions.regenerate)(user, conversation_id, message_id)
-    return await _announce_and_start(turn)
+    return await _turn(actions.regenerate, user, conversation_id, message_id)
 
 
 async def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | None,
                client_id: uuid.UUID | None) -> actions.Turn:
-    turn = await actions.in_thread(actions.edit)(user, conversation_id, message_id, text, parts, client_id)
-    if turn.duplicate:
-        return turn
-    return await _announce_and_start(turn)
+    await _check_image_hosts(parts)
+    return await _turn(actions.edit, user, conversation_id, message_id, text, parts, client_id)
+
+
+async def _check_image_hosts(parts: list | None) -> None:
+    """Raise Invalid for an image URL whose host resolves to a non-public address.
+
+    The model server fetches image URLs, so a private one is SSRF through it.
+    frames.py has refused address literals and local names already; here names
+    are resolved (without blocking the loop, before any transaction) and every
+    address must be public or operator-allowed. A name that does not resolve
+    here passes: the check cannot bind the model server's own resolver anyway
+    (docs: what is left), and an offline server must still take image URLs.
+    """
+    urls = [
+        part["image_url"]["url"] for part in parts or ()
+        if part["type"] == "image_url" and part["image_url"]["url"].startswith(("http://", "https://"))
+    ]
+    if not urls:
+        return
+    policy = netguard.image_policy()
+    checks = [
+        netguard.check_url(url, policy, unresolvable_ok=True, timeout=settings.UPSTREAM_CONNECT_TIMEOUT)
+        for url in urls
+    ]
+    try:
+        await asyncio.gather(*checks)
+    except netguard.Blocked as blocked:
+        raise Invalid(f"This image URL cannot be used: {blocked.message}") from None
 
 
 async def stop(user, conversation_id) -> bool:
@@ -58,15 +115,16 @@ async def stop(user, conversation_id) -> bool:
     reply_id = await actions.in_thread(actions.streaming_reply_id)(user, conversation_id)
     if reply_id is None:
         return False
-    await get_channel_layer().group_send(
+    # Unavailable when Redis is down: the socket is closed with 1013 (try again later).
+    await events.group_send(
         events.control_group(conversation_id), {"type": "reply.stop", "message_id": str(reply_id)}
     )
     return True
 
 
 async def request_sync(conversation_id, reply_channel: str) -> None:
-    """Ask the streaming reply to send its text so far to one socket's channel."""
-    await get_channel_layer().group_send(
+    """Ask the streaming reply to send its text so far to one socket's channel (or raise Unavailable)."""
+    await events.group_send(
         events.control_group(conversation_id), {"type": "reply.sync", "reply_channel": reply_channel}
     )
 
@@ -78,6 +136,13 @@ async def snapshot(user, conversation_id) -> dict:
 async def check_access(user, conversation_id) -> None:
     """Raise NotFound unless the member owns the conversation."""
     await actions.in_thread(actions.get_conversation)(user, conversation_id)
+
+
+async def still_signed_in(session_key: str | None, user) -> bool:
+    """Whether the session still signs in this member: not signed out, same
+    password, still active (read from the session store, not the socket's copy)."""
+    user_id = await actions.in_thread(session_auth.signed_in_user_id)(session_key)
+    return user_id is not None and user_id == user.pk
 
 
 async def message_text(user, message_id) -> str:

@@ -3,6 +3,10 @@
 Frames are encoded to JSON once, where they are made, so that fanning a reply
 out to many sockets costs one `send` per socket and no JSON work. Group names
 come from conversation ids, never from text a member typed.
+
+The channel layer (Redis) can be down or restarting: every call here that
+reaches it raises `Unavailable` then, whatever the backend's own exception.
+What is stored never depends on it; only what sockets hear does.
 """
 
 from __future__ import annotations
@@ -10,6 +14,13 @@ from __future__ import annotations
 import json
 
 from channels.layers import get_channel_layer
+
+try:  # the errors of channels-redis's client; the in-memory layer raises none of these
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover
+    RedisError = OSError
+
+LAYER_ERRORS = (OSError, RedisError)  # OSError covers refused connections and timeouts
 
 
 def conversation_group(conversation_id) -> str:
@@ -30,18 +41,28 @@ def encode(frame: dict) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def frame_event(frame: dict, *, message_id: str | None = None, streaming: bool = False) -> dict:
+class Unavailable(Exception):
+    """The channel layer could not be reached (Redis down or restarting)."""
+
+
+def frame_event(frame: dict, *, message_id: str | None = None, streaming: bool = False,
+                length: int | None = None) -> dict:
     """A pre-encoded frame for every socket of a conversation.
 
     `message_id` with `streaming` tells sockets a reply starts (offset 0);
-    a `message_id` without it tells them that reply is over.
+    a `message_id` without it tells them that reply is over, and `length`
+    (the final text's length in characters) lets a socket that missed deltas
+    catch up before it forwards the end.
     """
-    return {
+    event = {
         "type": "reply.frame",
         "frame": encode(frame),
         "message_id": message_id,
         "streaming": streaming,
     }
+    if length is not None:
+        event["length"] = length
+    return event
 
 
 def delta_event(message_id: str, offset: int, content: str) -> dict:
@@ -56,7 +77,14 @@ def delta_event(message_id: str, offset: int, content: str) -> dict:
 
 
 async def publish(conversation_id, event: dict) -> None:
-    await get_channel_layer().group_send(conversation_group(conversation_id), event)
+    await group_send(conversation_group(conversation_id), event)
+
+
+async def group_send(group: str, event: dict) -> None:
+    try:
+        await get_channel_layer().group_send(group, event)
+    except LAYER_ERRORS as error:
+        raise Unavailable(f"the channel layer is unavailable ({type(error).__name__})") from error
 
 
 async def publish_frame(conversation_id, frame: dict, **kwargs) -> None:

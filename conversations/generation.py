@@ -11,6 +11,15 @@ Three loops share the reply's text:
     the first delta at once, each with its character offset;
   - the flusher writes the text to the row about once a second, renewing the
     lease that tells other processes this reply is alive.
+
+Outages (docs/protocol.md, "Outages"): the reply never depends on the channel
+layer. While Redis is down it goes on reading the upstream and saving to the
+row; deltas that cannot be published are dropped (sockets see the gap in
+offsets and catch up from the reply, or from the row, once Redis is back) and
+the failure is logged once, not per delta. A flush that fails (Postgres
+restarted, connection cut) is retried at the next tick on a fresh connection;
+the final write is retried for about 15 s, and if it still fails the sockets
+get an `interrupted` error instead of a `done` that would claim a saved reply.
 """
 
 from __future__ import annotations
@@ -32,7 +41,9 @@ log = logging.getLogger(__name__)
 # Strong references: asyncio keeps only weak ones to running tasks.
 _running: dict[uuid.UUID, asyncio.Task] = {}
 
-FINAL_WRITE_ATTEMPTS = 5
+# Waits between attempts at the final write (and at announcing the end): ~15 s in all.
+FINAL_WRITE_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+CONTROL_RETRY_MAX_SECONDS = 5.0  # longest wait between attempts to join the control group
 READ_SLICE_SECONDS = 0.002  # longest the reader keeps the event loop to itself
 
 
@@ -47,6 +58,28 @@ def start(turn: actions.Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
 
 def running_tasks() -> list[asyncio.Task]:
     return list(_running.values())
+
+
+class _Trouble:
+    """Logs the first failure of a repeated call, then nothing until it works again.
+
+    A Redis or Postgres outage would otherwise log a traceback per delta or per
+    flush: dozens of lines a second that bury the one that says what happened.
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+        self.failures = 0
+
+    def failed(self, error: BaseException, consequence: str) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("%s failed (%s): %s", self.what, type(error).__name__, consequence, exc_info=error)
+
+    def worked(self) -> None:
+        if self.failures:
+            log.warning("%s works again after %d failed attempts", self.what, self.failures)
+            self.failures = 0
 
 
 class Generation:
@@ -67,6 +100,12 @@ class Generation:
         self.wake = asyncio.Event()
         self.closed = asyncio.Event()
         self.reader: asyncio.Task | None = None
+        self.stop_requested = False
+        self.control: str | None = None  # this reply's channel in the control group, once joined
+        self.saved_length = 0  # characters in the row as last flushed
+        self.publishing = _Trouble(f"publishing to the sockets of reply {self.message_id}")
+        self.joining = _Trouble(f"joining the control group of reply {self.message_id}")
+        self.saving = _Trouble(f"saving the progress of reply {self.message_id}")
 
     def text(self) -> str:
         if len(self.parts) > 1:
@@ -74,12 +113,10 @@ class Generation:
         return self.parts[0] if self.parts else ""
 
     async def run(self) -> None:
-        # The default prefix: channels-redis's list-based layer serves all process-local
-        # channels of one prefix from one receive loop, and another prefix waits behind it.
-        control = await self.layer.new_channel()
-        group = events.control_group(self.conversation_id)
-        await self.layer.group_add(group, control)
-        listener = asyncio.create_task(self._listen(control))
+        # Join the control group before reading, so an early stop is heard; if the
+        # channel layer is down, the reply starts anyway and the listener keeps trying.
+        await self._join_control()
+        listener = asyncio.create_task(self._listen())
         publisher = asyncio.create_task(self._publish_loop())
         flusher = asyncio.create_task(self._flush_loop())
         self.reader = asyncio.create_task(self._read())
@@ -91,20 +128,48 @@ class Generation:
             self.closed.set()
             await asyncio.gather(publisher, flusher, return_exceptions=True)
             await self._finish()
-            await self._end_listener(listener, group, control)
+            await self._end_listener(listener)
 
-    async def _end_listener(self, listener: asyncio.Task, group: str, control: str) -> None:
-        """End the listener with a message, so a Redis call is never cut mid-flight."""
+    async def _join_control(self) -> bool:
+        """One attempt to join the control group (stop and sync requests)."""
+        # The default prefix: channels-redis's list-based layer serves all process-local
+        # channels of one prefix from one receive loop, and another prefix waits behind it.
         try:
-            await self.layer.group_discard(group, control)
-            await self.layer.send(control, {"type": "reply.end"})
-            await asyncio.wait_for(asyncio.shield(listener), timeout=5)
+            channel = await self.layer.new_channel()
+            await self.layer.group_add(events.control_group(self.conversation_id), channel)
+        except events.LAYER_ERRORS as error:
+            self.joining.failed(error, "stop and sync requests wait until it works; the reply goes on")
+            return False
+        self.joining.worked()
+        self.control = channel
+        return True
+
+    async def _end_listener(self, listener: asyncio.Task) -> None:
+        """End the listener with a message, so a Redis call is never cut mid-flight."""
+        if self.control is None:
+            # Never joined: the listener is between attempts and sees the reply closed.
+            await asyncio.wait([listener], timeout=5)
+            if self.control is None:
+                if not listener.done():
+                    listener.cancel()
+                return
+        try:
+            await self.layer.group_discard(events.control_group(self.conversation_id), self.control)
+            if not listener.done():
+                await self.layer.send(self.control, {"type": "reply.end"})
+                await asyncio.wait_for(asyncio.shield(listener), timeout=5)
         except Exception:
             log.warning("reply %s: its control listener did not end by itself", self.message_id)
             listener.cancel()
 
     def stop(self) -> None:
-        """Cancel the upstream request; the text so far is saved as stopped."""
+        """Cancel the upstream request; the text so far is saved as stopped.
+
+        The flag backs the cancel up: on Python 3.11 a cancel that lands as an
+        `asyncio.wait_for` inside a library completes is swallowed (CPython
+        gh-86296), and the reader would go on as if never stopped.
+        """
+        self.stop_requested = True
         if self.reader is not None and not self.reader.done():
             self.reader.cancel()
 
@@ -114,6 +179,8 @@ class Generation:
         yield_at = loop.time() + READ_SLICE_SECONDS
         async with aclosing(stream_chat(self.endpoint, self.body)) as chunks:
             async for chunk in chunks:
+                if self.stop_requested:
+                    raise asyncio.CancelledError  # ends the task as cancelled: stopped
                 if loop.time() >= yield_at:
                     # Chunks already buffered are parsed without awaiting anything:
                     # give other replies and sockets their turn now and then.
@@ -167,9 +234,11 @@ class Generation:
         self.published += len(content)
         try:
             await events.publish(self.conversation_id, events.delta_event(self.message_id, offset, content))
-        except Exception:
+        except Exception as error:
             # Sockets that missed it see a gap in offsets and resync; the text is safe here.
-            log.exception("publishing a delta of reply %s failed", self.message_id)
+            self.publishing.failed(error, "the reply goes on and is saved; sockets catch up when it works again")
+        else:
+            self.publishing.worked()
 
     async def _flush_loop(self) -> None:
         """Write the text about once a second; renew the lease even while stalled."""
@@ -188,33 +257,51 @@ class Generation:
                 continue
             length = self.length
             try:
+                # A connection the database dropped is closed after the failed call and
+                # a fresh one opened for the next (database_sync_to_async's close_old_connections).
                 still_ours = await actions.in_thread(actions.save_progress)(self.reply_id, self.text())
-            except Exception:
-                log.exception("saving progress of reply %s failed; will retry", self.message_id)
+            except Exception as error:
+                self.saving.failed(error, "the text stays in memory and the next flush retries")
                 continue
+            self.saving.worked()
             flushed_length, since_write = length, 0.0
+            self.saved_length = length
             if not still_ours:
                 log.warning("reply %s was taken over (lease expired); stopping it", self.message_id)
                 self.stop()
 
-    async def _listen(self, channel: str) -> None:
+    async def _listen(self) -> None:
         """Answer stop and sync requests from sockets on any process."""
+        delay = 0.25
+        while self.control is None:
+            # The channel layer was down when the reply started: keep trying while it runs.
+            try:
+                await asyncio.wait_for(self.closed.wait(), delay)
+                return
+            except TimeoutError:
+                delay = min(delay * 2, CONTROL_RETRY_MAX_SECONDS)
+            if await self._join_control() and self.closed.is_set():
+                return  # joined just as the reply ended: _end_listener leaves the group
         while True:
-            message = await self.layer.receive(channel)
+            message = await self.layer.receive(self.control)
             kind = message.get("type")
             if kind == "reply.end":
                 return
             if kind == "reply.stop":
                 self.stop()
             elif kind == "reply.sync" and isinstance(message.get("reply_channel"), str):
-                await self.layer.send(
-                    message["reply_channel"],
-                    {
-                        "type": "reply.sync",
-                        "message_id": self.message_id,
-                        "text": self.text()[: self.published],
-                    },
-                )
+                try:
+                    await self.layer.send(
+                        message["reply_channel"],
+                        {
+                            "type": "reply.sync",
+                            "message_id": self.message_id,
+                            "text": self.text()[: self.published],
+                        },
+                    )
+                except events.LAYER_ERRORS as error:
+                    # The socket asks again if no answer comes (consumers.py).
+                    self.publishing.failed(error, "a socket's sync request goes unanswered; it will ask again")
 
     def _outcome(self) -> dict:
         reader = self.reader
@@ -237,17 +324,34 @@ class Generation:
     async def _finish(self) -> None:
         """Write the final row first, then tell the sockets (never the other way round)."""
         outcome = self._outcome()
-        for attempt in range(FINAL_WRITE_ATTEMPTS):
+        text = self.text()
+        attempts = len(FINAL_WRITE_DELAYS) + 1
+        for attempt in range(attempts):
             try:
                 exists = await actions.in_thread(actions.finish_reply)(
-                    self.reply_id, text=self.text(), usage=self.usage, **outcome
+                    self.reply_id, text=text, usage=self.usage, **outcome
                 )
                 break
             except Exception:
-                log.exception("saving the end of reply %s failed (attempt %d)", self.message_id, attempt + 1)
-                await asyncio.sleep(0.5 * 2**attempt)
+                log.exception("saving the end of reply %s failed (attempt %d of %d)",
+                              self.message_id, attempt + 1, attempts)
+                if attempt < len(FINAL_WRITE_DELAYS):
+                    await asyncio.sleep(FINAL_WRITE_DELAYS[attempt])
         else:
-            # The lease will expire and mark it interrupted with the last flushed text.
+            # The lease will pass and the row be marked interrupted with the text last
+            # flushed. Say so, rather than a `done` the database does not know of.
+            log.error(
+                "reply %s could not be saved: the database did not answer %d attempts; %d of its %d "
+                "characters are in the row, which becomes interrupted when its lease passes",
+                self.message_id, attempts, self.saved_length, len(text),
+            )
+            await self._announce_end({
+                "type": "error",
+                "code": "interrupted",
+                "message": "The reply could not be saved because the database was unavailable; "
+                           "the text saved before that is kept.",
+                "message_id": self.message_id,
+            }, self.saved_length)
             return
         if not exists:
             return  # the conversation was deleted while the reply streamed
@@ -266,11 +370,20 @@ class Generation:
                 "finish_reason": outcome["finish_reason"] or None,
                 "usage": self.usage,
             }
-        for attempt in range(FINAL_WRITE_ATTEMPTS):
+        await self._announce_end(frame, len(text))
+
+    async def _announce_end(self, frame: dict, length: int) -> None:
+        """Publish the end frame; `length` is the stored text's, for sockets that missed deltas."""
+        for attempt in range(len(FINAL_WRITE_DELAYS) + 1):
             try:
-                await events.publish_frame(self.conversation_id, frame, message_id=self.message_id)
+                await events.publish_frame(self.conversation_id, frame, message_id=self.message_id, length=length)
+                self.publishing.worked()
                 return
-            except Exception:
-                # Without this frame, tabs would wait for an end that is already stored.
-                log.exception("announcing the end of reply %s failed (attempt %d)", self.message_id, attempt + 1)
-                await asyncio.sleep(0.5 * 2**attempt)
+            except Exception as error:
+                # Without this frame, tabs would wait for an end that is already stored
+                # (until their stall check asks the database: consumers.py).
+                self.publishing.failed(error, "announcing the end is retried")
+                if attempt < len(FINAL_WRITE_DELAYS):
+                    await asyncio.sleep(FINAL_WRITE_DELAYS[attempt])
+        log.error("the end of reply %s could not be announced; open tabs find it when they next check",
+                  self.message_id)

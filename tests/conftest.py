@@ -23,7 +23,7 @@ from django.db import connection
 from django.test import Client
 
 from chatsite.asgi import application
-from conversations import generation
+from conversations import chat, generation
 from conversations.models import Conversation
 from tests.fake_upstream import FakeUpstream
 
@@ -190,6 +190,9 @@ async def fresh_channel_layer():
 
 
 async def drain_replies(timeout: float = 20) -> None:
+    turns = chat.pending_turns()  # a turn whose socket went away still starts its reply
+    if turns:
+        await asyncio.wait(turns, timeout=timeout)
     tasks = generation.running_tasks()
     if tasks:
         _done, pending = await asyncio.wait(tasks, timeout=timeout)

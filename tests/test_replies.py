@@ -9,6 +9,7 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 
+from conversations import generation
 from conversations.models import Message
 from tests.conftest import drain_replies, follow_reply
 
@@ -254,3 +255,21 @@ async def test_deleting_the_conversation_mid_reply_ends_the_reply_quietly(alice,
     await drain_replies()
     assert await database_sync_to_async(Message.objects.count)() == 0
     assert not upstream.requests[0]["streamed_text"].endswith("w499 ")
+
+
+async def test_a_stop_whose_cancel_was_swallowed_still_stops_the_reply(alice, upstream, sockets):
+    """On Python 3.11 a cancel can be lost inside a library's wait_for; the stop flag backs it up."""
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='long fake:{"tokens": 400, "delay": 0.01}', client_id=str(uuid.uuid4()))
+    started = await tab.until(lambda f: f["type"] == "message" and f["message"]["status"] == "streaming")
+    await tab.until(lambda f: f["type"] == "delta")
+    task = generation._running[uuid.UUID(started["message"]["id"])]
+    task.get_coro().cr_frame.f_locals["self"].stop_requested = True  # stop() without its cancel
+
+    end = await tab.until(lambda f: f["type"] in ("done", "error"))
+    assert end["status"] == "stopped"
+    row = await stored(started["message"]["id"])
+    whole = "You said: long " + "".join(f"w{i} " for i in range(1, 400))
+    assert row.status == "stopped"
+    assert row.content and whole.startswith(row.content) and len(row.content) < len(whole)

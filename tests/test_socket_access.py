@@ -7,10 +7,12 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.test import Client
 
 from conversations.models import Message
-from tests.conftest import follow_reply
+from tests.conftest import Member, follow_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,3 +126,66 @@ async def test_a_member_deactivated_mid_session_is_refused_from_the_next_frame(a
     assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
     tab.connected = False
     assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+def another_browser(member: Member) -> Member:
+    """The same member signed in a second time: a session of its own."""
+    client = Client()
+    client.force_login(member.user)
+    return Member(member.user, client.cookies[django_settings.SESSION_COOKIE_NAME].value, client)
+
+
+async def assert_refused_as_signed_out(tab) -> None:
+    await tab.send(type="send", content="am I still in?", client_id=str(uuid.uuid4()))
+    frame = await tab.recv()
+    assert frame["type"] == "error" and frame["code"] == "not_found" and "signed out" in frame["message"]
+    assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    tab.connected = False
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_a_member_signed_out_mid_session_is_refused_and_hears_no_more(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    laptop = await database_sync_to_async(another_browser)(alice)
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    await tab.recv()
+    other = sockets(laptop, conversation.id)
+    assert (await other.connect())[0]
+    await other.recv()
+
+    response = await database_sync_to_async(alice.client.post)("/accounts/logout/")
+    assert response.status_code == 302
+    await assert_refused_as_signed_out(tab)
+
+    # The member's other session goes on; the signed-out socket hears none of it.
+    await other.send(type="send", content="from the laptop", client_id=str(uuid.uuid4()))
+    reply = await follow_reply(other.recv)
+    assert reply.end["status"] == "complete"
+    assert await tab.nothing()
+
+
+async def test_a_password_change_signs_out_open_sockets_of_other_sessions(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    laptop = await database_sync_to_async(another_browser)(alice)
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    await tab.recv()
+
+    new_password = "a-new-Passphrase-42"
+    response = await database_sync_to_async(laptop.client.post)(
+        "/accounts/password_change/",
+        {"old_password": "pw-alice-123", "new_password1": new_password, "new_password2": new_password},
+    )
+    assert response.status_code == 302
+    await assert_refused_as_signed_out(tab)
+
+    # The session that changed the password was kept (under a new key) and works.
+    laptop.session = laptop.client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    other = sockets(laptop, conversation.id)
+    assert (await other.connect())[0]
+    await other.recv()
+    await other.send(type="send", content="new password, same me", client_id=str(uuid.uuid4()))
+    reply = await follow_reply(other.recv)
+    assert reply.end["status"] == "complete"
+    assert await tab.nothing()

@@ -90,6 +90,7 @@
         showTitle(frame.conversation.title);
         frame.messages.forEach(render);
         statusLine.textContent = "";
+        retry = 0;
         break;
       case "message":
         render(frame.message);
@@ -128,13 +129,28 @@
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(`${scheme}://${location.host}/ws/conversations/${conversationId}/`);
-    socket.onopen = () => { retry = 0; };
+    // The backoff resets on a snapshot, not on open: during a Redis outage the server
+    // accepts and then closes with 1013 (try again later), and that must not reset it.
     socket.onmessage = (event) => handle(JSON.parse(event.data));
     socket.onclose = (event) => {
       if (event.code === 4404) { statusLine.textContent = "This conversation does not exist."; return; }
-      statusLine.textContent = "Disconnected; reconnecting…";
+      if (event.code === 4401) { signIn(); return; } // signed out, or the password changed
+      statusLine.textContent = event.code === 1013 && event.reason
+        ? `${event.reason} Reconnecting…`
+        : "Disconnected; reconnecting…";
+      // A refused handshake looks like any lost connection: after a few, ask whether we are still signed in.
+      if (retry >= 2) {
+        fetch(`/api/conversations/${conversationId}/`, { credentials: "same-origin" })
+          .then((answer) => { if (answer.status === 401) signIn(); })
+          .catch(() => {});
+      }
       setTimeout(connect, Math.min(10000, 500 * 2 ** retry++));
     };
+  }
+
+  function signIn() {
+    statusLine.textContent = "Signed out; taking you to the sign-in page…";
+    location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname)}`);
   }
 
   function reconnect() {
