@@ -10,7 +10,7 @@ class MessageInline(admin.TabularInline):
     fk_name = "conversation"
     extra = 0
     can_delete = False
-    fields = ("created_at", "role", "status", "content", "model", "finish_reason", "error_code", "request")
+    fields = ("created_at", "role", "status", "content", "model", "finish_reason", "error_code", "error_message", "request")
     readonly_fields = fields
     ordering = ("created_at",)
 
