@@ -29,8 +29,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import Error as DatabaseError
 
 from . import chat
-from .events import LAYER_ERRORS, conversation_group, encode
+from .events import LAYER_ERRORS, conversation_group, encode, member_group
 from .frames import FrameError, parse_frame
+from .session_auth import session_digest
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         session = self.scope.get("session")
         self.session_key = session.session_key if session is not None else None
         self.group = None
+        self.member_group = None
         self.forwarded: dict[str, int] = {}  # streaming message id -> characters sent
         self.pending_snapshot: dict | None = None  # waiting for the reply's text so far
         self.buffered: list[dict] = []
@@ -119,6 +121,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.group = conversation_group(self.conversation_id)
         try:
             await self.channel_layer.group_add(self.group, self.channel_name)
+            self.member_group = member_group(self.user.pk)  # told when the member signs out
+            await self.channel_layer.group_add(self.member_group, self.channel_name)
         except LAYER_ERRORS:
             await self.accept()
             await self._unavailable("joining a conversation")
@@ -135,11 +139,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _discard_group(self) -> None:
         group, self.group = self.group, None
-        if group is not None:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except LAYER_ERRORS:
-                pass  # Redis is down: its subscription went with it
+        member, self.member_group = self.member_group, None
+        for name in (group, member):
+            if name is not None:
+                try:
+                    await self.channel_layer.group_discard(name, self.channel_name)
+                except LAYER_ERRORS:
+                    pass  # Redis is down: its subscription went with it
 
     async def _unavailable(self, where: str) -> None:
         """The channel layer is down: this socket cannot hear its conversation.
@@ -179,13 +185,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         # The handshake's sign-in may have ended since (signed out, password
         # changed, deactivated): ask the session store again, once per frame.
-        if not await chat.still_signed_in(self.session_key, self.user):
-            try:
-                await chat.check_access(self.user, self.conversation_id)
-            except chat.NotFound:
-                await self._refuse()  # deactivated: 4404, as before
-            else:
-                await self._signed_out()
+        if not await self._still_allowed():
             return
         if text_data is None:
             await self._error("invalid", "Only JSON text frames are accepted.")
@@ -208,6 +208,25 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 await self._refuse()
                 return
             await self._error("not_found", "No such message in this conversation.")
+
+    async def _still_allowed(self, session_ended: bool = False) -> bool:
+        """Whether this socket's session still signs its member in; if not, refuse and close."""
+        if not session_ended and await chat.still_signed_in(self.session_key, self.user):
+            return True
+        try:
+            await chat.check_access(self.user, self.conversation_id)
+        except chat.NotFound:
+            await self._refuse()  # deactivated: 4404
+        else:
+            await self._signed_out()
+        return False
+
+    async def member_check(self, event) -> None:
+        """The member signed out somewhere, or was saved (password, deactivation)."""
+        if self.group is None:
+            return
+        ended = event.get("ended_session")
+        await self._still_allowed(session_ended=ended is not None and ended == session_digest(self.session_key))
 
     async def _dispatch(self, frame) -> None:
         try:

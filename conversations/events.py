@@ -28,6 +28,11 @@ def conversation_group(conversation_id) -> str:
     return f"conversation.{_hex(conversation_id)}"
 
 
+def member_group(user_id) -> str:
+    """Every socket of one member: told to re-check its session (see session_auth)."""
+    return f"member.{int(user_id)}"
+
+
 def control_group(conversation_id) -> str:
     """The reply streaming in the conversation (stop and sync requests)."""
     return f"reply-control.{_hex(conversation_id)}"

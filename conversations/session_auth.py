@@ -3,13 +3,19 @@
 A websocket is authenticated once, at the handshake. Signing out (which
 deletes the session), a password change (which changes the session's auth
 hash) and deactivation must still reach an open socket, so the consumer asks
-this before acting on a client frame.
+this before acting on a client frame, and when told to by `notify_member`:
+signing out and saving a member tell every socket of that member at once,
+so a socket that only listens stops hearing the conversation too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from importlib import import_module
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import (
     BACKEND_SESSION_KEY,
@@ -19,7 +25,12 @@ from django.contrib.auth import (
     load_backend,
 )
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils.crypto import constant_time_compare
+
+from . import events
+
+log = logging.getLogger(__name__)
 
 
 def signed_in_user_id(session_key: str | None):
@@ -52,3 +63,43 @@ def signed_in_user_id(session_key: str | None):
         if not any(constant_time_compare(stored, current) for current in hashes):
             return None
     return user.pk
+
+
+def session_digest(session_key: str | None) -> str | None:
+    """What travels over Redis instead of a session key."""
+    if not session_key:
+        return None
+    return hashlib.sha256(session_key.encode()).hexdigest()[:32]
+
+
+def notify_member(user_id, ended_session: str | None = None) -> None:
+    """Tell every open socket of the member to re-check its session, once committed.
+
+    `ended_session` names a session being signed out: Django deletes it only
+    after the signal, so its sockets cannot find that out by reading the store
+    yet, and are told directly.
+    """
+    event = {"type": "member.check", "ended_session": session_digest(ended_session)}
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(events.member_group(user_id), event)
+        except events.LAYER_ERRORS:
+            # The sockets still re-check on their next frame.
+            log.warning("could not tell the sockets of member %s to re-check their session", user_id)
+
+    transaction.on_commit(send)
+
+
+def on_logged_out(sender, request, user, **kwargs) -> None:
+    if user is not None and request is not None:
+        notify_member(user.pk, ended_session=request.session.session_key)
+
+
+def on_member_saved(sender, instance, created, update_fields=None, **kwargs) -> None:
+    """A saved member may have a new password or be deactivated (signing in only touches last_login)."""
+    if not created and set(update_fields or ()) != {"last_login"}:
+        notify_member(instance.pk)

@@ -9,6 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.test import Client
 
 from conversations.models import Message
@@ -135,8 +136,8 @@ def another_browser(member: Member) -> Member:
     return Member(member.user, client.cookies[django_settings.SESSION_COOKIE_NAME].value, client)
 
 
-async def assert_refused_as_signed_out(tab) -> None:
-    await tab.send(type="send", content="am I still in?", client_id=str(uuid.uuid4()))
+async def assert_closed_as_signed_out(tab) -> None:
+    """Told at once, without sending anything: a socket that only listens is cut off too."""
     frame = await tab.recv()
     assert frame["type"] == "error" and frame["code"] == "not_found" and "signed out" in frame["message"]
     assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
@@ -156,7 +157,7 @@ async def test_a_member_signed_out_mid_session_is_refused_and_hears_no_more(alic
 
     response = await database_sync_to_async(alice.client.post)("/accounts/logout/")
     assert response.status_code == 302
-    await assert_refused_as_signed_out(tab)
+    await assert_closed_as_signed_out(tab)
 
     # The member's other session goes on; the signed-out socket hears none of it.
     await other.send(type="send", content="from the laptop", client_id=str(uuid.uuid4()))
@@ -178,7 +179,7 @@ async def test_a_password_change_signs_out_open_sockets_of_other_sessions(alice,
         {"old_password": "pw-alice-123", "new_password1": new_password, "new_password2": new_password},
     )
     assert response.status_code == 302
-    await assert_refused_as_signed_out(tab)
+    await assert_closed_as_signed_out(tab)
 
     # The session that changed the password was kept (under a new key) and works.
     laptop.session = laptop.client.cookies[django_settings.SESSION_COOKIE_NAME].value
@@ -189,3 +190,32 @@ async def test_a_password_change_signs_out_open_sockets_of_other_sessions(alice,
     reply = await follow_reply(other.recv)
     assert reply.end["status"] == "complete"
     assert await tab.nothing()
+
+
+async def test_a_member_deactivated_by_staff_is_cut_off_at_once(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    await tab.recv()
+
+    def deactivate() -> None:  # as the admin does: a save, which tells the member's sockets
+        user = get_user_model().objects.get(pk=alice.user.pk)
+        user.is_active = False
+        user.save()
+
+    await database_sync_to_async(deactivate)()
+    assert (await tab.recv())["code"] == "not_found"
+    assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    tab.connected = False
+
+
+async def test_a_session_ended_without_notice_is_refused_on_the_next_frame(alice, upstream, sockets):
+    """The per-frame check backs up the notice (lost when Redis is down, or a session store cleared)."""
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    await tab.recv()
+    await database_sync_to_async(Session.objects.filter(session_key=alice.session).delete)()
+    assert await tab.nothing()  # nobody told it
+    await tab.send(type="send", content="am I still in?", client_id=str(uuid.uuid4()))
+    await assert_closed_as_signed_out(tab)
