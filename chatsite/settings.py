@@ -173,7 +173,8 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 # redis-py 8 reads with a 5 s socket timeout by default; give reads room.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                # A Redis that hangs rather than refuses costs at most 5 s to connect.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
                 "prefix": REDIS_PREFIX,
             },
         }
@@ -184,6 +185,7 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_PREFIX,
+            "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
         }
     }
 else:

@@ -60,6 +60,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except DatabaseError:
+            # Postgres is down: leave the groups; db_outage.py closes the socket with 1013.
+            if getattr(self, "group", None) is not None or getattr(self, "member_group", None) is not None:
+                await self._discard_group()
+            raise
         except LAYER_ERRORS:
             if hasattr(self, "channel_name"):
                 raise

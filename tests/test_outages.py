@@ -428,3 +428,30 @@ async def test_a_reply_that_cannot_be_saved_ends_with_an_error_and_becomes_inter
     assert reply["content"] and streamed.startswith(reply["content"]) and len(reply["content"]) < len(streamed)
     await later.send(type="send", content="next", client_id=str(uuid.uuid4()))
     assert (await follow_reply(later.recv)).end["status"] == "complete"
+
+
+async def test_a_socket_that_cannot_reach_postgres_is_told_to_try_again_later(alice, upstream, sockets, postgres):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+
+    postgres.refuse()
+    try:
+        # An open socket acting, and a new one connecting (its session cannot be read).
+        await tab.send(type="send", content="while the database is down", client_id=str(uuid.uuid4()))
+        assert await wait_for_close(tab) == {
+            "type": "websocket.close", "code": 1013, "reason": "The server cannot reach its database; reconnect shortly."
+        }
+        late = sockets(alice, conversation.id)
+        connected, _ = await late.connect()
+        assert connected
+        assert (await wait_for_close(late))["code"] == 1013
+    finally:
+        postgres.allow()
+
+    # Back: the page reconnects and the conversation works; nothing half-stored.
+    again = await open_tab(sockets, alice, conversation)
+    await again.send(type="send", content="after the outage", client_id=str(uuid.uuid4()))
+    reply = await follow_reply(again.recv)
+    assert reply.end["status"] == "complete"
+    contents = [m.content for m in await database_sync_to_async(list)(conversation.messages.order_by("created_at"))]
+    assert contents[0] == "after the outage" and len(contents) == 2
