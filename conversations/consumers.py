@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 
 from channels.consumer import get_handler_name
@@ -31,29 +30,23 @@ from django.db import Error as DatabaseError
 from . import chat
 from .events import LAYER_ERRORS, conversation_group, encode, member_group
 from .frames import FrameError, parse_frame
+from .outages import TRY_AGAIN_LATER_CLOSE_CODE, warn_now_and_then  # 1013, RFC 6455
 from .session_auth import session_digest
 
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_SECONDS = 3.0
 STALL_SECONDS = 10.0  # nothing heard of a streaming reply this long: ask the database about it
-TRY_AGAIN_LATER_CLOSE_CODE = 1013  # RFC 6455: the channel layer is unavailable
 TRY_AGAIN_LATER_REASON = "The server cannot reach its message broker; reconnect shortly."
 NOT_FOUND_CLOSE_CODE = 4404
 SIGNED_OUT_CLOSE_CODE = 4401
 
 
-_last_unavailable_log = -1e9
-
-
 def _log_unavailable(where: str) -> None:
-    """One line per 10 s at most: during an outage every tab retries."""
-    global _last_unavailable_log
-    now = time.monotonic()
-    if now - _last_unavailable_log >= 10:
-        _last_unavailable_log = now
-        log.warning("the channel layer is unavailable (%s): sockets are closed with %d, try again later",
-                    where, TRY_AGAIN_LATER_CLOSE_CODE)
+    warn_now_and_then(
+        "channel layer", "the channel layer is unavailable (%s): sockets are closed with %d, try again later",
+        where, TRY_AGAIN_LATER_CLOSE_CODE,
+    )
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
@@ -61,7 +54,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         except DatabaseError:
-            # Postgres is down: leave the groups; db_outage.py closes the socket with 1013.
+            # Postgres is down: leave the groups; outages.py closes the socket with 1013.
             if getattr(self, "group", None) is not None or getattr(self, "member_group", None) is not None:
                 await self._discard_group()
             raise

@@ -1,13 +1,17 @@
-"""Websockets while Postgres is unreachable: "try again later", not a dropped socket.
+"""Websockets while Postgres or Redis is unreachable: "try again later", once logged.
 
+Postgres:
 Every websocket path reads the database: the session at the handshake
 (Channels' AuthMiddleware), ownership, each action. When that fails, the
 exception leaves the application and daphne drops the connection; the page
 sees a failed handshake it cannot tell from a refusal, or a bare 1006. This
 wrapper, outermost on the websocket stack, answers instead: it completes the
 handshake if it was not yet, and closes with 1013 (try again later) and a
-reason, so the page shows it and reconnects with backoff. One warning per
-10 s at most: during an outage every tab retries.
+reason, so the page shows it and reconnects with backoff. (Redis outages are
+met in consumers.py with the same close code.)
+
+`warn_now_and_then` keeps the log to one line per 10 s per kind of outage:
+during an outage every tab retries.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER_CLOSE_CODE = 1013
 REASON = "The server cannot reach its database; reconnect shortly."
-_last_log = -1e9
+LOG_EVERY_SECONDS = 10
+_last_logged: dict[str, float] = {}
+
+
+def warn_now_and_then(kind: str, message: str, *args) -> None:
+    """log.warning, at most once per LOG_EVERY_SECONDS for each kind."""
+    now = time.monotonic()
+    if now - _last_logged.get(kind, -1e9) >= LOG_EVERY_SECONDS:
+        _last_logged[kind] = now
+        log.warning(message, *args)
 
 
 class CloseOnDatabaseOutage:
@@ -47,7 +60,10 @@ class CloseOnDatabaseOutage:
         try:
             await self.app(scope, watched_receive, watched_send)
         except DatabaseError as error:
-            _log(error)
+            warn_now_and_then(
+                "database", "the database is unavailable (%s): sockets are closed with %d, try again later",
+                error.__class__.__name__, TRY_AGAIN_LATER_CLOSE_CODE,
+            )
             if seen["close"]:
                 return
             if not seen["connect"] and (await receive())["type"] != "websocket.connect":
@@ -56,11 +72,3 @@ class CloseOnDatabaseOutage:
                 await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER_CLOSE_CODE, "reason": REASON})
 
-
-def _log(error: Exception) -> None:
-    global _last_log
-    now = time.monotonic()
-    if now - _last_log >= 10:
-        _last_log = now
-        log.warning("the database is unavailable (%s): sockets are closed with %d, try again later",
-                    error.__class__.__name__, TRY_AGAIN_LATER_CLOSE_CODE)
