@@ -21,6 +21,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
+from websockets.asyncio.client import connect as websocket_connect
 
 from chatsite.asgi import application
 from conversations import chat, generation
@@ -131,6 +132,27 @@ class Socket:
         if self.connected:
             self.connected = False
             await self.comm.disconnect()
+
+
+async def open_tab(sockets, member, conversation) -> Socket:
+    """A connected tab on the ASGI app, past its first snapshot."""
+    tab = sockets(member, conversation.id)
+    connected, _ = await tab.connect()
+    assert connected
+    snapshot = await tab.recv()
+    assert snapshot["type"] == "snapshot"
+    return tab
+
+
+def daphne_tab(process, member, conversation):
+    """A browser tab on a daphne process (websockets client): same origin, the member's session cookie."""
+    return websocket_connect(
+        process.ws_url(conversation.id),
+        origin=process.origin,
+        additional_headers={"Cookie": f"{django_settings.SESSION_COOKIE_NAME}={member.session}"},
+        open_timeout=10,
+        max_size=None,
+    )
 
 
 @dataclass

@@ -27,7 +27,7 @@ from redis import asyncio as aioredis
 
 from conversations import consumers, events, generation
 from conversations.models import Message
-from tests.conftest import drain_replies, follow_reply, free_port
+from tests.conftest import drain_replies, follow_reply, free_port, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,15 +139,6 @@ def postgres(transactional_db, monkeypatch):
 @database_sync_to_async
 def stored(message_id) -> Message:
     return Message.objects.get(pk=message_id)
-
-
-async def open_tab(sockets, member, conversation):
-    tab = sockets(member, conversation.id)
-    connected, _ = await tab.connect()
-    assert connected
-    snapshot = await tab.recv()
-    assert snapshot["type"] == "snapshot"
-    return tab
 
 
 async def first_delta(tab, *, beyond: int = 0) -> tuple[str, str]:

@@ -10,23 +10,11 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
-from websockets.asyncio.client import connect
 
 from conversations.models import Message
-from tests.conftest import DaphneProcess, follow_reply
+from tests.conftest import DaphneProcess, daphne_tab, follow_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def tab(process: DaphneProcess, member, conversation):
-    """A browser tab on one process: same-origin, with the member's session cookie."""
-    return connect(
-        process.ws_url(conversation.id),
-        origin=process.origin,
-        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={member.session}"},
-        open_timeout=10,
-    )
 
 
 def receiver(ws):
@@ -52,7 +40,7 @@ def rows(conversation):
 async def test_two_processes_start_exactly_one_reply_at_once(daphne_pair, alice, upstream):
     conversation = await sync_to_async(alice.conversation)()
     first, second = daphne_pair
-    async with tab(first, alice, conversation) as one, tab(second, alice, conversation) as two:
+    async with daphne_tab(first, alice, conversation) as one, daphne_tab(second, alice, conversation) as two:
         for ws in (one, two):
             assert json.loads(await ws.recv())["type"] == "snapshot"
         slow = 'fake:{"tokens": 40, "delay": 0.02}'
@@ -86,7 +74,7 @@ async def test_two_processes_start_exactly_one_reply_at_once(daphne_pair, alice,
 async def test_a_tab_on_another_process_joins_mid_reply_exactly(daphne_pair, alice, upstream):
     conversation = await sync_to_async(alice.conversation)()
     generating, watching = daphne_pair
-    async with tab(generating, alice, conversation) as origin_tab:
+    async with daphne_tab(generating, alice, conversation) as origin_tab:
         await origin_tab.recv()
         await origin_tab.send(json.dumps({
             "type": "send", "content": 'long fake:{"tokens": 150, "delay": 0.01}', "client_id": str(uuid.uuid4()),
@@ -95,7 +83,7 @@ async def test_a_tab_on_another_process_joins_mid_reply_exactly(daphne_pair, ali
         deltas = 0
         while deltas < 5:
             deltas += (await recv())["type"] == "delta"
-        async with tab(watching, alice, conversation) as late:
+        async with daphne_tab(watching, alice, conversation) as late:
             snapshot = json.loads(await late.recv())
             active = snapshot["active"]
             assert active is not None and active["content"]
@@ -108,7 +96,7 @@ async def test_a_tab_on_another_process_joins_mid_reply_exactly(daphne_pair, ali
 async def test_stop_from_another_process_stops_the_reply(daphne_pair, alice, upstream):
     conversation = await sync_to_async(alice.conversation)()
     generating, other = daphne_pair
-    async with tab(generating, alice, conversation) as one, tab(other, alice, conversation) as two:
+    async with daphne_tab(generating, alice, conversation) as one, daphne_tab(other, alice, conversation) as two:
         await one.recv()
         await two.recv()
         await one.send(json.dumps({
@@ -131,7 +119,7 @@ async def test_a_reply_whose_process_was_killed_becomes_interrupted(app_env, ali
     doomed, survivor = DaphneProcess(app_env), DaphneProcess(app_env)
     try:
         conversation = await sync_to_async(alice.conversation)()
-        async with tab(doomed, alice, conversation) as ws:
+        async with daphne_tab(doomed, alice, conversation) as ws:
             await ws.recv()
             await ws.send(json.dumps({
                 "type": "send", "content": 'endless fake:{"tokens": 1000, "delay": 0.02}',
@@ -149,7 +137,7 @@ async def test_a_reply_whose_process_was_killed_becomes_interrupted(app_env, ali
 
         # Until the lease passes the reply still looks alive; then it is marked interrupted.
         for _ in range(100):
-            async with tab(survivor, alice, conversation) as ws:
+            async with daphne_tab(survivor, alice, conversation) as ws:
                 snapshot = json.loads(await ws.recv())
                 reply = snapshot["messages"][-1]
                 if reply["status"] == "interrupted":
@@ -174,7 +162,7 @@ async def test_a_frame_above_daphnes_default_limit_reaches_the_app(app_env, alic
     conversation = await sync_to_async(alice.conversation)()
     process = DaphneProcess(app_env)
     try:
-        async with tab(process, alice, conversation) as ws:
+        async with daphne_tab(process, alice, conversation) as ws:
             recv = receiver(ws)
             assert (await recv())["type"] == "snapshot"
             huge = "x" * (3 * 1024 * 1024)  # under WS_MAX_FRAME_BYTES, over MAX_MESSAGE_CHARS

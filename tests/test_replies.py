@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 
 from conversations import generation
 from conversations.models import Message
-from tests.conftest import drain_replies, follow_reply
+from tests.conftest import drain_replies, follow_reply, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,15 +24,6 @@ def stored(message_id) -> Message:
 @database_sync_to_async
 def messages_of(conversation) -> list[Message]:
     return list(conversation.messages.order_by("created_at"))
-
-
-async def open_tab(sockets, member, conversation) -> object:
-    tab = sockets(member, conversation.id)
-    connected, _ = await tab.connect()
-    assert connected
-    snapshot = await tab.recv()
-    assert snapshot["type"] == "snapshot"
-    return tab
 
 
 async def test_a_reply_streams_and_is_stored(alice, upstream, sockets):

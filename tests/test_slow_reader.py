@@ -33,10 +33,9 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from websockets.asyncio.client import connect
 
 from conversations.models import Message
-from tests.conftest import DaphneProcess, follow_reply
+from tests.conftest import DaphneProcess, daphne_tab, follow_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,17 +98,6 @@ def still_open(socks: list[socketlib.socket], wait: float = 10.0) -> int:
     return len(left)
 
 
-def tab(process: DaphneProcess, member, conversation):
-    """A browser tab that reads everything: same origin, the member's session cookie."""
-    return connect(
-        process.ws_url(conversation.id),
-        origin=process.origin,
-        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={member.session}"},
-        open_timeout=10,
-        max_size=None,
-    )
-
-
 async def ask(ws, content: str):
     """Send a message and follow its reply exactly; also count the bytes of the frames received."""
     assert json.loads(await ws.recv())["type"] == "snapshot"
@@ -138,11 +126,11 @@ async def test_sockets_that_never_read_are_dropped_and_the_reading_tab_gets_ever
     try:
         # A first, short reply: the process makes its first-time allocations (imports,
         # connections) here, so the measurement below is of the long reply and the sockets.
-        async with tab(process, alice, await sync_to_async(alice.conversation)()) as ws:
+        async with daphne_tab(process, alice, await sync_to_async(alice.conversation)()) as ws:
             await ask(ws, SHORT)
 
         conversation = await sync_to_async(alice.conversation)()
-        async with tab(process, alice, conversation) as ws:
+        async with daphne_tab(process, alice, conversation) as ws:
             for _ in range(UNREAD_SOCKETS):
                 unread.append(await asyncio.to_thread(open_unread_socket, process, alice, conversation))
             before = rss_bytes(pid)
