@@ -267,3 +267,17 @@ def test_an_anonymous_visit_is_sent_to_the_login_page(page):
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     expect(page.locator("#new-conversation")).to_have_count(0)
+
+
+def test_signing_out_in_another_tab_takes_this_tab_to_the_sign_in_page(page, alice, upstream):
+    sign_in(page, "alice")
+    conversation = open_new_conversation(page)
+
+    other = page.context.new_page()  # the same browser: the same session cookie
+    other.goto("/")
+    other.get_by_role("button", name="Sign out").click()
+    expect(other).to_have_url(re.compile(r"/accounts/login/"))
+
+    # The first tab's socket is closed (4401) without it sending anything; the page goes to sign in.
+    expect(page).to_have_url(re.compile(rf"/accounts/login/\?next=%2Fc%2F{conversation.id}%2F$"))
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
