@@ -110,7 +110,8 @@ class Socket:
         await self.comm.send_to(text_data=json.dumps(frame))
 
     async def send_raw(self, text: str) -> None:
-        await self.comm.send_to(text_data=text)
+        # Straight to the app: the communicator's send_to refuses an empty text frame, a browser does not.
+        await self.comm.send_input({"type": "websocket.receive", "text": text})
 
     async def recv(self, timeout: float = 15) -> dict:
         frame = json.loads(await self.comm.receive_from(timeout))

@@ -1,18 +1,20 @@
 """Arbitrary input never gets past validation as anything but a clear error.
 
-Frames are fuzzed at the validator every frame goes through (the socket tests
-show that its errors reach the tab with the socket open); JSON bodies go
-through the real views, where nothing may answer 500 or store a row.
+Frames are fuzzed at the validator every frame goes through, and through the
+real consumer on one open socket; JSON bodies go through the real views, where
+nothing may answer 500 or store a row.
 """
 
 import json
 
 import pytest
+from channels.db import database_sync_to_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conversations.frames import ClientFrame, FrameError, parse_frame
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
+from tests.conftest import open_tab
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -69,3 +71,31 @@ def test_any_api_body_gets_json_and_never_a_500(alice, body):
             f"/api/conversations/{conversation.id}/", json.dumps(body), content_type="application/json"
         )
         assert patched.status_code in (200, 400), patched.content
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.one_of(st.text(max_size=200), json_values.map(json.dumps), frame_like.map(json.dumps)))
+async def test_any_frame_through_the_socket_leaves_it_open_and_stores_nothing_when_rejected(fuzz_tab, raw):
+    """The real consumer: a rejected frame is an error frame, no row, and the socket lives on."""
+    tab, conversation = fuzz_tab
+    try:
+        frame = parse_frame(raw)
+    except FrameError:
+        frame = None
+    if frame is not None and frame.type in ("send", "edit"):
+        return  # valid questions start replies: the reply tests cover them
+    before = await database_sync_to_async(Message.objects.filter(conversation=conversation).count)()
+    await tab.send_raw(raw)
+    if frame is None or frame.type == "regenerate":  # nothing to regenerate in an empty conversation
+        answer = await tab.recv()
+        assert answer["type"] == "error" and answer["code"] in ("invalid", "too_large", "not_found"), answer
+    assert await tab.nothing(0.05)  # nothing more: no reply started, no crash frame
+    assert not tab.comm.future.done(), "the consumer ended"
+    assert await database_sync_to_async(Message.objects.filter(conversation=conversation).count)() == before
+
+
+@pytest.fixture
+async def fuzz_tab(alice, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    return await open_tab(sockets, alice, conversation), conversation
