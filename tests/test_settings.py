@@ -31,6 +31,10 @@ def start(**env) -> subprocess.CompletedProcess:
         ({"REPLY_LEASE_SECONDS": "1", "REPLY_FLUSH_SECONDS": "1"}, "REPLY_LEASE_SECONDS must be at least 3 x"),
         ({"CSRF_TRUSTED_ORIGINS": "chat.example.com"}, "CSRF_TRUSTED_ORIGINS entries must start with http"),
         ({"DATABASE_URL": "nonsense://"}, "DATABASE_URL is not a database URL"),
+        ({"LOGIN_FAILURES_PER_ACCOUNT": "0"}, "LOGIN_FAILURES_PER_ACCOUNT must be at least 1"),
+        ({"TRUSTED_PROXY_COUNT": "one"}, "TRUSTED_PROXY_COUNT must be"),
+        ({"WS_SEND_BUFFER_BYTES": "1000"}, "WS_SEND_BUFFER_BYTES must be at least 65536"),
+        ({"UPSTREAM_ALLOWED_HOSTS": "http://x/"}, "UPSTREAM_ALLOWED_HOSTS:"),
     ],
 )
 def test_bad_configuration_fails_at_start_with_a_clear_message(env, says):
