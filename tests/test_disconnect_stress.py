@@ -71,14 +71,21 @@ async def cut(tab: Socket, delay: float) -> None:
 
 
 async def churn(member, name: str, conversation, rng: random.Random, rounds: int, sent: list) -> None:
-    """One member's restless tabs: connect, maybe send or stop, and vanish at a random moment."""
+    """One member's restless tabs: connect, maybe send or stop, and vanish at a random moment.
+
+    A round cut "early" counts its delay from the start (the handshake, the
+    send's transaction); one cut "late" from when its send or stop went out
+    (mid-reply). The seed fixes which rounds are late, so they always act.
+    """
     for index in range(rounds):
         tab = Socket(member, conversation.id)
         delay = rng.choice(CUT_DELAYS)
         action = rng.choice(("connect", "send", "send", "send-and-stop", "stop"))
         pause = rng.choice((0, 0.005, 0.02, 0.05))
+        late = rng.random() < 0.5
+        acted = asyncio.Event()
 
-        async def act(tab=tab, action=action, index=index, pause=pause) -> None:
+        async def act(tab=tab, action=action, index=index, pause=pause, acted=acted) -> None:
             connected, _ = await tab.connect()
             if not connected:
                 return
@@ -89,11 +96,14 @@ async def churn(member, name: str, conversation, rng: random.Random, rounds: int
             if action.endswith("stop"):
                 await asyncio.sleep(pause)
                 await tab.send(type="stop")
+            acted.set()
             while True:  # read until cut off
                 frame = json.loads(await tab.comm.receive_from(timeout=30))
                 assert_clean(name, json.dumps(frame), "a churning socket's frame")
 
         task = asyncio.ensure_future(act())
+        if late:
+            await asyncio.wait([asyncio.ensure_future(acted.wait()), task], return_when=asyncio.FIRST_COMPLETED)
         await cut(tab, delay)
         task.cancel()
         try:
