@@ -112,6 +112,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "conversations.outages.DatabaseOutageMiddleware",  # 503, not 500, while Postgres is down
 ]
 
 ROOT_URLCONF = "chatsite.urls"

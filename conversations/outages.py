@@ -1,6 +1,9 @@
-"""Websockets while Postgres or Redis is unreachable: "try again later", once logged.
+"""Postgres or Redis unreachable: "try again later", once logged.
 
-Postgres:
+Pages and the API (`DatabaseOutageMiddleware`): 503 with Retry-After and a
+plain message (JSON under /api/), not a server error page.
+
+Websockets and Postgres:
 Every websocket path reads the database: the session at the handshake
 (Channels' AuthMiddleware), ownership, each action. When that fails, the
 exception leaves the application and daphne drops the connection; the page
@@ -20,11 +23,14 @@ import logging
 import time
 
 from django.db import Error as DatabaseError
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
 
 log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER_CLOSE_CODE = 1013
 REASON = "The server cannot reach its database; reconnect shortly."
+HTTP_REASON = "The server cannot reach its database; try again shortly."
 LOG_EVERY_SECONDS = 10
 _last_logged: dict[str, float] = {}
 
@@ -72,3 +78,32 @@ class CloseOnDatabaseOutage:
                 await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER_CLOSE_CODE, "reason": REASON})
 
+
+
+class DatabaseOutageMiddleware:
+    """A view that cannot reach the database answers 503, try again shortly."""
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        # Operational and interface errors are the connection's; others are bugs and stay 500s.
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        warn_now_and_then(
+            "database", "the database is unavailable (%s): requests are answered 503",
+            exception.__class__.__name__,
+        )
+        if request.path.startswith("/api/"):
+            from .api import error
+
+            response = error(503, "unavailable", HTTP_REASON)
+        else:
+            response = HttpResponse(HTTP_REASON, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
+        return response

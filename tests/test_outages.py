@@ -17,17 +17,19 @@ import subprocess
 import time
 import uuid
 
+import httpx
 import psycopg
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import application as channels_testing_application
+from django.conf import settings as django_settings
 from django.db import close_old_connections, connection
 from redis import asyncio as aioredis
 
 from conversations import consumers, events, generation
 from conversations.models import Message
-from tests.conftest import drain_replies, follow_reply, free_port, open_tab
+from tests.conftest import DaphneProcess, drain_replies, follow_reply, free_port, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -446,3 +448,24 @@ async def test_a_socket_that_cannot_reach_postgres_is_told_to_try_again_later(al
     assert reply.end["status"] == "complete"
     contents = [m.content for m in await database_sync_to_async(list)(conversation.messages.order_by("created_at"))]
     assert contents[0] == "after the outage" and len(contents) == 2
+
+
+async def test_pages_and_the_api_answer_503_while_postgres_is_down(alice, app_env, postgres):
+    process = DaphneProcess(app_env)
+    cookies = {django_settings.SESSION_COOKIE_NAME: alice.session}
+    try:
+        async with httpx.AsyncClient(base_url=process.origin, cookies=cookies, timeout=20) as client:
+            assert (await client.get("/api/conversations/")).status_code == 200
+            postgres.refuse()
+            try:
+                api = await client.get("/api/conversations/")
+                page = await client.get("/")
+            finally:
+                postgres.allow()
+            back = await client.get("/api/conversations/")
+    finally:
+        process.stop()
+    assert api.status_code == 503 and api.headers["Retry-After"] == "5"
+    assert api.json() == {"error": {"code": "unavailable", "message": "The server cannot reach its database; try again shortly."}}
+    assert page.status_code == 503 and "cannot reach its database" in page.text
+    assert back.status_code == 200
