@@ -112,7 +112,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "conversations.outages.DatabaseOutageMiddleware",  # 503, not 500, while Postgres is down
+    "conversations.outages.OutageMiddleware",  # 503, not 500, while Postgres or Redis is down
 ]
 
 ROOT_URLCONF = "chatsite.urls"

@@ -1,7 +1,8 @@
 """Postgres or Redis unreachable: "try again later", once logged.
 
-Pages and the API (`DatabaseOutageMiddleware`): 503 with Retry-After and a
-plain message (JSON under /api/), not a server error page.
+Pages and the API (`OutageMiddleware`): 503 with Retry-After and a plain
+message (JSON under /api/), not a server error page, when a view cannot reach
+Postgres, or Redis (the cache behind sign-in throttling).
 
 Websockets and Postgres:
 Every websocket path reads the database: the session at the handshake
@@ -25,12 +26,17 @@ import time
 from django.db import Error as DatabaseError
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER_CLOSE_CODE = 1013
 REASON = "The server cannot reach its database; reconnect shortly."
-HTTP_REASON = "The server cannot reach its database; try again shortly."
+HTTP_REASONS = {
+    "database": "The server cannot reach its database; try again shortly.",
+    "redis": "The server cannot reach Redis; try again shortly.",
+}
 LOG_EVERY_SECONDS = 10
 _last_logged: dict[str, float] = {}
 
@@ -80,8 +86,8 @@ class CloseOnDatabaseOutage:
 
 
 
-class DatabaseOutageMiddleware:
-    """A view that cannot reach the database answers 503, try again shortly."""
+class OutageMiddleware:
+    """A view that cannot reach Postgres or Redis answers 503, try again shortly."""
 
     RETRY_AFTER_SECONDS = 5
 
@@ -92,18 +98,20 @@ class DatabaseOutageMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        # Operational and interface errors are the connection's; others are bugs and stay 500s.
-        if not isinstance(exception, OperationalError | InterfaceError):
+        # Only connection errors: any other database or Redis error is a bug and stays a 500.
+        if isinstance(exception, OperationalError | InterfaceError):
+            kind = "database"
+        elif isinstance(exception, RedisConnectionError | RedisTimeoutError):
+            kind = "redis"
+        else:
             return None
-        warn_now_and_then(
-            "database", "the database is unavailable (%s): requests are answered 503",
-            exception.__class__.__name__,
-        )
+        warn_now_and_then(kind, "the %s is unavailable (%s): requests are answered 503",
+                          kind, exception.__class__.__name__)
         if request.path.startswith("/api/"):
             from .api import error
 
-            response = error(503, "unavailable", HTTP_REASON)
+            response = error(503, "unavailable", HTTP_REASONS[kind])
         else:
-            response = HttpResponse(HTTP_REASON, status=503, content_type="text/plain; charset=utf-8")
+            response = HttpResponse(HTTP_REASONS[kind], status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
         return response

@@ -23,7 +23,7 @@ from django.contrib.sessions.models import Session
 from django.test import Client, RequestFactory
 
 from conversations import login_throttle
-from tests.conftest import DaphneProcess
+from tests.conftest import DaphneProcess, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -319,3 +319,19 @@ def test_signing_out_ends_the_session_on_the_server():
     response = replay.get("/")
     assert response.status_code == 302 and response["Location"].startswith(LOGIN)
     assert replay.get("/api/conversations/").status_code == 401
+
+
+def test_sign_in_while_redis_is_unreachable_is_a_clear_503(alice, settings):
+    """The counts cannot be read: sign-in is refused (fails closed), saying why, not a 500."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 1},
+        }
+    }
+    response = Client().post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "cannot reach Redis" in response.content.decode()
+    assert django_settings.SESSION_COOKIE_NAME not in response.cookies  # nobody was signed in
