@@ -136,6 +136,9 @@ def postgres(transactional_db, monkeypatch):
     yield admin
     admin.allow()
     admin.admin.close()
+    # The connection of the thread that plain sync_to_async uses may have been terminated
+    # and not touched since: have it checked before its next use, as database_sync_to_async would.
+    asyncio.run(database_sync_to_async(close_old_connections)())
 
 
 @database_sync_to_async
