@@ -13,6 +13,7 @@ thread would be left `streaming` with nothing generating it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from django.conf import settings
@@ -20,6 +21,8 @@ from django.conf import settings
 from . import actions, events, generation, netguard, session_auth
 from .actions import Busy, Invalid, NotFound  # noqa: F401  (re-exported for the edges)
 from .events import Unavailable  # noqa: F401  (the channel layer is down: raised after the rows are stored)
+
+log = logging.getLogger(__name__)
 
 _turns: set[asyncio.Task] = set()  # turns under way, whoever asked for them
 
@@ -32,14 +35,18 @@ async def _turn(action, *args) -> actions.Turn:
     """
     task = asyncio.get_running_loop().create_task(_carry_out(action, *args))
     _turns.add(task)
-    task.add_done_callback(_forget)
-    return await asyncio.shield(task)
+    task.add_done_callback(_turns.discard)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_report_unheard)  # nobody is left to hear how it ends
+        raise
 
 
-def _forget(task: asyncio.Task) -> None:
-    _turns.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: the caller, if still there, has seen it too
+def _report_unheard(task: asyncio.Task) -> None:
+    error = None if task.cancelled() else task.exception()
+    if error is not None and not isinstance(error, Busy | Invalid | NotFound | Unavailable):
+        log.error("a turn whose socket had gone failed", exc_info=error)
 
 
 def pending_turns() -> list[asyncio.Task]:

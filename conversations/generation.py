@@ -96,12 +96,12 @@ class Generation:
         self.published = 0  # characters announced to sockets
         self.finish_reason: str | None = None
         self.usage: dict | None = None
-        self.closing = False
         self.wake = asyncio.Event()
         self.closed = asyncio.Event()
         self.reader: asyncio.Task | None = None
         self.stop_requested = False
-        self.control: str | None = None  # this reply's channel in the control group, once joined
+        self.control_channel: str | None = None  # this reply's channel, made once
+        self.control: str | None = None  # the same, once it has joined the control group
         self.saved_length = 0  # characters in the row as last flushed
         self.publishing = _Trouble(f"publishing to the sockets of reply {self.message_id}")
         self.joining = _Trouble(f"joining the control group of reply {self.message_id}")
@@ -123,25 +123,32 @@ class Generation:
         try:
             await asyncio.wait([self.reader])
         finally:
-            self.closing = True
-            self.wake.set()
+            if not self.reader.done():  # this task was cancelled (the process is stopping)
+                self.reader.cancel()
+                await asyncio.wait([self.reader])
             self.closed.set()
+            self.wake.set()
             await asyncio.gather(publisher, flusher, return_exceptions=True)
-            await self._finish()
-            await self._end_listener(listener)
+            try:
+                await self._finish()
+            finally:
+                await self._end_listener(listener)
 
     async def _join_control(self) -> bool:
         """One attempt to join the control group (stop and sync requests)."""
         # The default prefix: channels-redis's list-based layer serves all process-local
         # channels of one prefix from one receive loop, and another prefix waits behind it.
+        # Retries reuse the channel: the Pub/Sub layer keeps a channel it was asked to add
+        # to a group even when subscribing failed, and a new one per attempt would pile up.
         try:
-            channel = await self.layer.new_channel()
-            await self.layer.group_add(events.control_group(self.conversation_id), channel)
+            if self.control_channel is None:
+                self.control_channel = await self.layer.new_channel()
+            await self.layer.group_add(events.control_group(self.conversation_id), self.control_channel)
         except events.LAYER_ERRORS as error:
             self.joining.failed(error, "stop and sync requests wait until it works; the reply goes on")
             return False
         self.joining.worked()
-        self.control = channel
+        self.control = self.control_channel
         return True
 
     async def _end_listener(self, listener: asyncio.Task) -> None:
@@ -215,11 +222,11 @@ class Generation:
     async def _publish_loop(self) -> None:
         """Publish pending text at once, then at most once per window."""
         window = settings.DELTA_COALESCE_SECONDS
-        while not self.closing:
+        while not self.closed.is_set():
             await self.wake.wait()
             self.wake.clear()
             await self._publish_pending()
-            if window and not self.closing:
+            if window and not self.closed.is_set():
                 await asyncio.sleep(window)
         await self._publish_pending()  # what arrived during the last send
 
@@ -244,7 +251,6 @@ class Generation:
         """Write the text about once a second; renew the lease even while stalled."""
         interval = settings.REPLY_FLUSH_SECONDS
         heartbeat = settings.REPLY_LEASE_SECONDS / 3
-        flushed_length = 0
         since_write = 0.0
         while not self.closed.is_set():
             try:
@@ -253,7 +259,7 @@ class Generation:
             except TimeoutError:
                 pass
             since_write += interval
-            if self.length == flushed_length and since_write < heartbeat:
+            if self.length == self.saved_length and since_write < heartbeat:
                 continue
             length = self.length
             try:
@@ -264,8 +270,7 @@ class Generation:
                 self.saving.failed(error, "the text stays in memory and the next flush retries")
                 continue
             self.saving.worked()
-            flushed_length, since_write = length, 0.0
-            self.saved_length = length
+            self.saved_length, since_write = length, 0.0
             if not still_ours:
                 log.warning("reply %s was taken over (lease expired); stopping it", self.message_id)
                 self.stop()
@@ -287,7 +292,8 @@ class Generation:
             kind = message.get("type")
             if kind == "reply.end":
                 return
-            if kind == "reply.stop":
+            if kind == "reply.stop" and message.get("message_id") in (None, self.message_id):
+                # A stop names its reply: one that raced this reply's start was meant for the last.
                 self.stop()
             elif kind == "reply.sync" and isinstance(message.get("reply_channel"), str):
                 try:

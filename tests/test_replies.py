@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 
-from conversations import generation
+from conversations import events, generation
 from conversations.models import Message
 from tests.conftest import drain_replies, follow_reply, open_tab
 
@@ -264,3 +265,17 @@ async def test_a_stop_whose_cancel_was_swallowed_still_stops_the_reply(alice, up
     whole = "You said: long " + "".join(f"w{i} " for i in range(1, 400))
     assert row.status == "stopped"
     assert row.content and whole.startswith(row.content) and len(row.content) < len(whole)
+
+
+async def test_a_stop_meant_for_an_earlier_reply_does_not_stop_the_next(alice, upstream, sockets):
+    """A stop names its reply; one that raced the end of the last reply reaches the next one's group."""
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='go on fake:{"tokens": 60, "delay": 0.01}', client_id=str(uuid.uuid4()))
+    await tab.until(lambda f: f["type"] == "delta")
+    await get_channel_layer().group_send(
+        events.control_group(conversation.id), {"type": "reply.stop", "message_id": str(uuid.uuid4())}
+    )
+    reply = await follow_reply(tab.recv, text=tab.frames[-1]["content"], message_id=tab.frames[-1]["message_id"])
+    assert reply.end["type"] == "done" and reply.end["status"] == "complete"
+    assert (await stored(reply.message_id)).content == upstream.requests[0]["streamed_text"]
