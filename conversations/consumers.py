@@ -25,19 +25,17 @@ import uuid
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db import Error as DatabaseError
 
 from . import chat
 from .events import LAYER_ERRORS, conversation_group, encode, member_group
 from .frames import FrameError, parse_frame
-from .outages import TRY_AGAIN_LATER_CLOSE_CODE, warn_now_and_then  # 1013, RFC 6455
+from .outages import DATABASE_OUTAGE_ERRORS, SOCKET_REASONS, TRY_AGAIN_LATER_CLOSE_CODE, warn_now_and_then
 from .session_auth import session_digest
 
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_SECONDS = 3.0
 STALL_SECONDS = 10.0  # nothing heard of a streaming reply this long: ask the database about it
-TRY_AGAIN_LATER_REASON = "The server cannot reach its message broker; reconnect shortly."
 NOT_FOUND_CLOSE_CODE = 4404
 SIGNED_OUT_CLOSE_CODE = 4401
 
@@ -53,7 +51,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        except DatabaseError:
+        except DATABASE_OUTAGE_ERRORS:
             # Postgres is down: leave the groups; outages.py closes the socket with 1013.
             if getattr(self, "group", None) is not None or getattr(self, "member_group", None) is not None:
                 await self._discard_group()
@@ -76,7 +74,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await send({"type": "websocket.close"})  # refused, as ever for anonymous
             return
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": TRY_AGAIN_LATER_CLOSE_CODE, "reason": TRY_AGAIN_LATER_REASON})
+        await send({"type": "websocket.close", "code": TRY_AGAIN_LATER_CLOSE_CODE, "reason": SOCKET_REASONS["channel layer"]})
 
     async def dispatch(self, message) -> None:
         """Channels' dispatch, without closing stale database connections first.
@@ -153,7 +151,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         """
         _log_unavailable(where)
         await self._discard_group()
-        await self.close(code=TRY_AGAIN_LATER_CLOSE_CODE, reason=TRY_AGAIN_LATER_REASON)
+        await self.close(code=TRY_AGAIN_LATER_CLOSE_CODE, reason=SOCKET_REASONS["channel layer"])
 
     async def _refuse(self) -> None:
         await self._error("not_found", "No such conversation.")
@@ -291,7 +289,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.pending_snapshot = None
         self.buffered = []
         self.sync_timer = None
-        snapshot = await chat.snapshot(self.user, self.conversation_id)
+        try:
+            snapshot = await chat.snapshot(self.user, self.conversation_id)
+        except chat.NotFound:  # deleted, or the member deactivated, while it waited
+            await self._refuse()
+            return
         if snapshot["active"] is not None:
             self.forwarded[snapshot["active"]["id"]] = len(snapshot["active"]["content"])
         await self.send(text_data=encode(snapshot))
@@ -359,7 +361,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                         self.resyncing.pop(message_id, None)
                         try:
                             await self._catch_up(message_id, await chat.message_text(self.user, message_id))
-                        except DatabaseError:
+                        except DATABASE_OUTAGE_ERRORS:
                             log.warning("a socket could not catch up on reply %s (database unavailable)", message_id)
                     self.forwarded.pop(message_id, None)
             await self.send(text_data=event["frame"])
@@ -380,9 +382,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if known == offset:
             self.forwarded[message_id] = offset + length
             await self.send(text_data=event["frame"])
-        elif known is not None and offset + length <= known:
+        elif offset + length <= known:
             return  # already forwarded (it was in the snapshot)
-        elif known is not None and offset < known:
+        elif offset < known:
             content = json.loads(event["frame"])["content"]
             await self._forward_delta(message_id, known, content[known - offset:])
         else:
@@ -449,7 +451,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except chat.NotFound:
             await self._refuse()
             return
-        except DatabaseError:
+        except DATABASE_OUTAGE_ERRORS:
             log.warning("checking on a reply for a socket failed (database unavailable); retrying later")
             return
         active = snapshot["active"]

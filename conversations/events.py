@@ -14,11 +14,7 @@ from __future__ import annotations
 import json
 
 from channels.layers import get_channel_layer
-
-try:  # the errors of channels-redis's client; the in-memory layer raises none of these
-    from redis.exceptions import RedisError
-except ImportError:  # pragma: no cover
-    RedisError = OSError
+from redis.exceptions import RedisError  # channels-redis's client; the in-memory layer raises none
 
 LAYER_ERRORS = (OSError, RedisError)  # OSError covers refused connections and timeouts
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import Error as DatabaseError
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,8 +30,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
-TRY_AGAIN_LATER_CLOSE_CODE = 1013
-REASON = "The server cannot reach its database; reconnect shortly."
+# A lost or refused connection. Any other database error is a bug, not an outage, and
+# stays one (a 500, a dropped socket) rather than "try again later".
+DATABASE_OUTAGE_ERRORS = (OperationalError, InterfaceError)
+
+TRY_AGAIN_LATER_CLOSE_CODE = 1013  # RFC 6455
+SOCKET_REASONS = {  # a close frame's reason
+    "database": "The server cannot reach its database; reconnect shortly.",
+    "channel layer": "The server cannot reach its message broker; reconnect shortly.",
+}
 HTTP_REASONS = {
     "database": "The server cannot reach its database; try again shortly.",
     "redis": "The server cannot reach Redis; try again shortly.",
@@ -71,7 +77,7 @@ class CloseOnDatabaseOutage:
 
         try:
             await self.app(scope, watched_receive, watched_send)
-        except DatabaseError as error:
+        except DATABASE_OUTAGE_ERRORS as error:
             warn_now_and_then(
                 "database", "the database is unavailable (%s): sockets are closed with %d, try again later",
                 error.__class__.__name__, TRY_AGAIN_LATER_CLOSE_CODE,
@@ -82,7 +88,7 @@ class CloseOnDatabaseOutage:
                 return  # the client left before its handshake was read
             if not seen["accept"]:
                 await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER_CLOSE_CODE, "reason": REASON})
+            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER_CLOSE_CODE, "reason": SOCKET_REASONS["database"]})
 
 
 
@@ -99,7 +105,7 @@ class OutageMiddleware:
 
     def process_exception(self, request, exception):
         # Only connection errors: any other database or Redis error is a bug and stays a 500.
-        if isinstance(exception, OperationalError | InterfaceError):
+        if isinstance(exception, DATABASE_OUTAGE_ERRORS):
             kind = "database"
         elif isinstance(exception, RedisConnectionError | RedisTimeoutError):
             kind = "redis"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
@@ -11,6 +12,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.test import Client
+from django.utils import timezone
 
 from conversations.models import Message
 from tests.conftest import Member, follow_reply
@@ -219,3 +221,24 @@ async def test_a_session_ended_without_notice_is_refused_on_the_next_frame(alice
     assert await tab.nothing()  # nobody told it
     await tab.send(type="send", content="am I still in?", client_id=str(uuid.uuid4()))
     await assert_closed_as_signed_out(tab)
+
+
+async def test_a_conversation_deleted_while_its_snapshot_waits_is_not_found(alice, sockets):
+    """A reply whose process died cannot answer the snapshot's sync; the conversation goes meanwhile."""
+    conversation = await database_sync_to_async(alice.conversation)()
+
+    def reply_without_a_process() -> None:  # streaming, its lease still running
+        conversation.current_leaf = Message.objects.create(
+            conversation=conversation, role="assistant", status="streaming", content="half",
+            lease_expires_at=timezone.now() + timedelta(minutes=5),
+        )
+        conversation.save()
+
+    await database_sync_to_async(reply_without_a_process)()
+    tab = sockets(alice, conversation.id)
+    assert (await tab.connect())[0]
+    assert await tab.nothing(0.5)  # the snapshot waits for the reply's own text
+    await database_sync_to_async(conversation.delete)()
+    assert (await tab.recv())["code"] == "not_found"  # after the sync's timeout
+    assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    tab.connected = False
