@@ -44,14 +44,14 @@
       note.className = "note";
       el.append(role, body, note);
       list.append(el);
-      item = { el, body, note, text: "", length: 0 };
+      item = { el, body, note, length: 0 };
       shown.set(message.id, item);
     }
     item.el.className = `message ${message.role} ${message.status}`;
     item.el.querySelector(".role").textContent = message.role === "user" ? "You" : (message.model || "Assistant");
-    item.text = textOf(message.content);
-    item.length = codePoints(item.text);
-    item.body.textContent = item.text;
+    const text = textOf(message.content);
+    item.length = codePoints(text);
+    item.body.textContent = text;
     item.note.textContent = message.error ? message.error.message : (message.status !== "complete" && message.status !== "streaming" ? message.status : "");
     if (message.status === "streaming") setStreaming(message.id);
     return item;
@@ -75,9 +75,8 @@
     let content = frame.content;
     if (frame.offset > item.length) return reconnect(); // a gap: start again from a snapshot
     if (frame.offset < item.length) content = Array.from(content).slice(item.length - frame.offset).join("");
-    item.text += content;
     item.length += codePoints(content);
-    item.body.textContent = item.text;
+    item.body.append(content); // a text node per delta: no re-rendering of the whole reply
     list.scrollTop = list.scrollHeight;
   }
 
@@ -167,6 +166,8 @@
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
   });
-  stopButton.addEventListener("click", () => socket && socket.send(JSON.stringify({ type: "stop" })));
+  stopButton.addEventListener("click", () => {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "stop" }));
+  });
   connect();
 })();
