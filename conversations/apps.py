@@ -7,12 +7,11 @@ class ConversationsConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
-        from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+        from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.db.models.signals import post_save
 
         from . import login_throttle, session_auth
 
-        user_login_failed.connect(login_throttle.count_failure, dispatch_uid="login_throttle.count_failure")
         user_logged_in.connect(login_throttle.reset_on_login, dispatch_uid="login_throttle.reset_on_login")
         user_logged_out.connect(session_auth.on_logged_out, dispatch_uid="session_auth.on_logged_out")
         post_save.connect(

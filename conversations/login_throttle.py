@@ -13,8 +13,11 @@ The pieces, all wired in settings and apps.py:
   locked attempt (PermissionDenied stops `authenticate()` before any backend
   checks the password). Being a backend, it guards every sign-in form, the
   admin's included.
-- `count_failure` and `clear_account`, receivers of Django's
-  `user_login_failed` and `user_logged_in` signals.
+  It also counts each attempt it lets through, before the password is
+  checked, so that attempts fired at once cannot all slip past a lock that
+  none of them has set yet.
+- `reset_on_login`, receiver of Django's `user_logged_in`: the attempt that
+  succeeded, and the account's failures, are forgiven.
 - `LoginView`: Django's, answering a refused attempt with 429 and a message
   that says when to try again (the same for known and unknown usernames).
 """
@@ -83,8 +86,14 @@ def locked_for(request, username: str) -> float:
     return max(until - time.time(), 0.0)
 
 
-def record_failure(request, username: str) -> None:
+def record_failure(request, username: str) -> bool:
+    """Count an attempt against its account and address; False if it is over a limit.
+
+    Counted before the password is checked (and forgiven on success), so that
+    attempts fired at once cannot all pass a gate that only looks for a lock.
+    """
     window = settings.LOGIN_LOCKOUT_SECONDS
+    within = True
     for key, limit in _scopes(request, username):
         # add + incr: atomic in Redis (INCR keeps the key's expiry), so attempts
         # racing on several processes are all counted.
@@ -97,13 +106,25 @@ def record_failure(request, username: str) -> None:
         if failures >= limit:
             # add, not set: later failures do not push the end of the lock back.
             cache.add(f"{key}:lock", time.time() + window, timeout=window)
+        within = within and failures <= limit
+    return within
 
 
-def clear_account(username: str) -> None:
-    """A successful sign-in clears the account's count (not the address's:
-    signing in to one's own account must not reset a guesser's budget)."""
+def clear_account(request, username: str) -> None:
+    """A successful sign-in clears the account's count, and gives the address back
+    the one attempt it counted (not more: signing in to one's own account must not
+    reset a guesser's budget)."""
     key = f"login-fail:user:{_account(username)}"
     cache.delete_many([key, f"{key}:lock"])
+    if request is None:
+        return
+    key = f"login-fail:ip:{client_ip(request)}"
+    try:
+        remaining = cache.decr(key)
+    except ValueError:  # expired meanwhile
+        return
+    if remaining < settings.LOGIN_FAILURES_PER_IP:
+        cache.delete(f"{key}:lock")  # set by this very attempt, which succeeded
 
 
 def refusal_message(seconds: float) -> str:
@@ -123,24 +144,18 @@ class LoginThrottleGate:
     def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None or not username:
             return None
-        wait = locked_for(request, username)
+        wait = locked_for(request, username)  # a refused attempt is not counted
+        if wait == 0 and not record_failure(request, username):
+            wait = locked_for(request, username) or settings.LOGIN_LOCKOUT_SECONDS  # lost a race
         if wait > 0:
             setattr(request, REFUSED_ATTR, wait)
             raise PermissionDenied
         return None
 
 
-def count_failure(sender, credentials, request=None, **kwargs) -> None:
-    """user_login_failed: count a wrong password (not an attempt the gate refused)."""
-    username = credentials.get("username")
-    if request is None or not username or getattr(request, REFUSED_ATTR, None) is not None:
-        return
-    record_failure(request, username)
-
-
 def reset_on_login(sender, request, user, **kwargs) -> None:
-    """user_logged_in: the account's failures are forgiven."""
-    clear_account(user.get_username())
+    """user_logged_in: the attempt that succeeded, and the account's failures, are forgiven."""
+    clear_account(request, user.get_username())
 
 
 class LoginView(auth_views.LoginView):

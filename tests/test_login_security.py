@@ -252,6 +252,35 @@ def test_failures_racing_in_many_threads_are_all_counted(settings):
     assert login_throttle.locked_for(request, "alice") > 0, "an increment was lost"
 
 
+def test_guesses_fired_at_once_get_no_more_password_checks_than_the_limit(password_checks):
+    """Every guess is counted before its password is checked, not after it failed."""
+    member("alice")
+    start = threading.Barrier(12)
+    statuses = []
+
+    def guess() -> None:
+        client = Client()
+        start.wait()
+        statuses.append(attempt(client, "alice", "guess").status_code)
+
+    threads = [threading.Thread(target=guess) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(password_checks) <= 5, f"{len(password_checks)} passwords checked for a limit of 5"
+    assert sorted(statuses) == [200] * len(password_checks) + [429] * (12 - len(password_checks))
+
+
+def test_signing_in_gives_the_address_back_its_attempt(settings):
+    settings.LOGIN_FAILURES_PER_IP = 3
+    for name in ("alice", "bob", "carol", "dave"):  # more sign-ins than the address's limit
+        member(name)
+        client = Client()
+        response = attempt(client, name, f"pw-{name}-123")
+        assert response.status_code == 302 and signed_in(client)
+
+
 def test_the_counts_are_shared_by_every_app_process(app_env, settings):
     """Three failures on one daphne process and two on another lock the account on both."""
     name = f"carol-{uuid.uuid4().hex[:8]}"
