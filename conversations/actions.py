@@ -199,12 +199,12 @@ def _start_reply(conversation: Conversation, question: Message) -> Turn:
     conversation.current_leaf = reply
     conversation.updated_at = now
     conversation.save(update_fields=["current_leaf", "title", "updated_at"])
-    body = {
+    body = {  # the parameters first: none of them may replace what the server builds
+        **params,
         "model": conversation.model,
         "messages": context.messages,
         "stream": True,
         "stream_options": {"include_usage": True},
-        **params,
     }
     return Turn(conversation.id, reply=reply, body=body, announce=[message_dict(reply)])
 

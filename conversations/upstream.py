@@ -46,6 +46,9 @@ class Endpoint:
         return headers
 
 
+FINISH_REASON_MAX = 64  # Message.finish_reason's max_length
+
+
 class UpstreamError(Exception):
     """A failure of the model server, already mapped to a protocol error code."""
 
@@ -150,8 +153,6 @@ async def _stream_once(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
                 if not data:
                     continue
                 yield _chunk_from_event(_json_or_error(data), endpoint)
-    except UpstreamError:
-        raise
     except netguard.Blocked as blocked:
         raise blocked_error(blocked) from None
     except SSEError:
@@ -210,8 +211,13 @@ def _chunk_from_event(event: dict, endpoint: Endpoint) -> Chunk:
             content = delta.get("content")
             if isinstance(content, str):
                 chunk.content = content
-        chunk.finish_reason = choice.get("finish_reason") or None
+        chunk.finish_reason = _finish_reason(choice.get("finish_reason"))
     return chunk
+
+
+def _finish_reason(value) -> str | None:
+    """The model's word, as text that fits its column (the row's final write must not fail on it)."""
+    return value[:FINISH_REASON_MAX] if isinstance(value, str) and value else None
 
 
 def _chunk_from_completion(completion: dict, endpoint: Endpoint) -> Chunk:
@@ -224,7 +230,7 @@ def _chunk_from_completion(completion: dict, endpoint: Endpoint) -> Chunk:
         raise UpstreamError("upstream_error", "The model server sent an answer without choices.") from None
     return Chunk(
         content=content if isinstance(content, str) else "",
-        finish_reason=choice.get("finish_reason") or "stop",
+        finish_reason=_finish_reason(choice.get("finish_reason")) or "stop",
         usage=completion.get("usage") or None,
     )
 

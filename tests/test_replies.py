@@ -4,6 +4,7 @@ Redis and the fake upstream as a real HTTP server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -279,3 +280,29 @@ async def test_a_stop_meant_for_an_earlier_reply_does_not_stop_the_next(alice, u
     reply = await follow_reply(tab.recv, text=tab.frames[-1]["content"], message_id=tab.frames[-1]["message_id"])
     assert reply.end["type"] == "done" and reply.end["status"] == "complete"
     assert (await stored(reply.message_id)).content == upstream.requests[0]["streamed_text"]
+
+
+async def test_stored_params_never_replace_what_the_server_builds(alice, upstream, sockets):
+    """Params edited outside the API (the admin saves any JSON) cannot swap the context or the stream."""
+    conversation = await database_sync_to_async(alice.conversation)(
+        params={"temperature": 0.5, "messages": [], "stream": False, "model": "other"}
+    )
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='hello fake:{"tokens": 3}', client_id=str(uuid.uuid4()))
+    reply = await follow_reply(tab.recv)
+    assert reply.end["status"] == "complete"
+    body = upstream.requests[0]["body"]
+    assert body["stream"] is True and body["model"] == "fake-model" and body["temperature"] == 0.5
+    assert [m["content"] for m in body["messages"]] == ['hello fake:{"tokens": 3}']
+
+
+async def test_an_overlong_finish_reason_is_cut_to_fit_and_the_reply_is_saved(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    reason = "x" * 200
+    content = "hi fake:" + json.dumps({"tokens": 3, "finish_reason": reason})
+    await tab.send(type="send", content=content, client_id=str(uuid.uuid4()))
+    reply = await follow_reply(tab.recv)
+    assert reply.end["type"] == "done" and reply.end["finish_reason"] == reason[:64]
+    row = await stored(reply.message_id)
+    assert row.status == "complete" and row.finish_reason == reason[:64]
