@@ -186,8 +186,6 @@ def test_a_question_streams_into_the_page_and_matches_the_stored_reply(page, ali
     stop_button = page.locator("#stop")
     expect(stop_button).to_be_hidden()
 
-    page.screenshot(path="/tmp/chat.png", full_page=True)
-
 
 def test_model_output_and_titles_are_text_never_html(page, alice, upstream):
     fetched: list[str] = []

@@ -1,5 +1,7 @@
 """Invariant 2 is the database's, not only Python's."""
 
+import uuid
+
 import pytest
 from django.db import IntegrityError, transaction
 
@@ -38,7 +40,7 @@ def test_finished_replies_do_not_block_a_new_one(alice):
 
 def test_a_client_id_is_used_once_per_conversation(alice):
     conversation = alice.conversation()
-    turn = actions.start_turn(alice.user, conversation.id, "hello", None, client_id=(cid := __import__("uuid").uuid4()))
+    turn = actions.start_turn(alice.user, conversation.id, "hello", None, client_id=(cid := uuid.uuid4()))
     actions.finish_reply(turn.reply.id, text="hi", status="complete")
     again = actions.start_turn(alice.user, conversation.id, "hello", None, client_id=cid)
     assert again.duplicate and again.reply is None

@@ -49,7 +49,7 @@ async def test_a_conversation_that_is_not_yours_is_not_found(alice, bob, upstrea
     assert (await owner.connect())[0]
     await owner.recv()
     await owner.send(type="send", content="private", client_id=str(uuid.uuid4()))
-    await follow_reply(owner.recv)
+    assert (await follow_reply(owner.recv)).end["status"] == "complete"
 
 
 async def test_an_outsider_cannot_touch_messages_of_another_conversation(alice, bob, upstream, sockets):

@@ -443,7 +443,7 @@ def test_inline_and_public_images_and_allowed_hosts_still_pass(settings):
         assert clean_content(image_parts(url))[1][1]["image_url"]["url"] == url
 
 
-async def open_tab(sockets, member):
+async def tab_in_new_conversation(sockets, member):
     conversation = await database_sync_to_async(member.conversation)()
     tab = sockets(member, conversation.id)
     assert (await tab.connect())[0]
@@ -463,7 +463,7 @@ async def test_a_send_with_a_private_image_url_is_invalid_and_stores_nothing(
 ):
     fake_dns["images.example.test"] = ["10.0.0.7"]
     fake_dns["sneaky.example.test"] = ["8.8.8.8", "::ffff:192.168.0.1"]
-    tab = await open_tab(sockets, alice)
+    tab = await tab_in_new_conversation(sockets, alice)
     await tab.send(type="send", content=image_parts(url), client_id=str(uuid.uuid4()))
     frame = await tab.recv()
     assert frame["type"] == "error" and frame["code"] == "invalid"
@@ -478,7 +478,7 @@ async def test_a_send_with_a_private_image_url_is_invalid_and_stores_nothing(
 @pytest.mark.django_db(transaction=True)
 async def test_an_edit_with_a_private_image_url_is_invalid(alice, upstream, sockets, nothing_allowed, fake_dns):
     fake_dns["images.example.test"] = ["192.168.1.20"]
-    tab = await open_tab(sockets, alice)
+    tab = await tab_in_new_conversation(sockets, alice)
     await tab.send(type="send", content="first", client_id=str(uuid.uuid4()))
     await follow_reply(tab.recv)
     question = await database_sync_to_async(Message.objects.get)(role="user")
@@ -493,7 +493,7 @@ async def test_an_image_on_a_public_or_allowed_host_goes_upstream(alice, upstrea
     settings.UPSTREAM_ALLOWED_HOSTS = ["10.0.0.0/8"]
     fake_dns["images.example.test"] = ["10.0.0.7"]
     fake_dns["cdn.example.test"] = ["8.8.8.8"]
-    tab = await open_tab(sockets, alice)
+    tab = await tab_in_new_conversation(sockets, alice)
     parts = image_parts("http://images.example.test/a.png") + [
         {"type": "image_url", "image_url": {"url": "https://cdn.example.test/b.png"}},
         {"type": "image_url", "image_url": {"url": "https://unresolvable.example.test/c.png"}},

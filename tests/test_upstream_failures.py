@@ -3,13 +3,14 @@ text, and leaves the conversation ready for the next question."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 from channels.db import database_sync_to_async
 
 from conversations.models import Message
-from tests.conftest import follow_reply, free_port
+from tests.conftest import follow_reply, free_port, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,21 +31,15 @@ FAILURES = [
 ]
 
 
-async def start(sockets, member, conversation):
-    tab = sockets(member, conversation.id)
-    assert (await tab.connect())[0]
-    await tab.recv()  # snapshot
-    return tab
-
-
 @pytest.mark.parametrize("name,script,code", FAILURES, ids=[f[0] for f in FAILURES])
 async def test_a_failure_reaches_the_tab_and_keeps_the_partial_text(
     name, script, code, alice, upstream, sockets, settings
 ):
     settings.UPSTREAM_READ_TIMEOUT = 1.0
     conversation = await database_sync_to_async(alice.conversation)()
-    tab = await start(sockets, alice, conversation)
-    directive = "fake:" + __import__("json").dumps(script)
+    tab = await open_tab(sockets, alice, conversation)
+    # Every error text the fake sends quotes the key, as real servers do with a wrong one.
+    directive = "fake:" + json.dumps({"error_message": "failed for key {key}", **script})
     await tab.send(type="send", content=f"{name} {directive}", client_id=str(uuid.uuid4()))
     reply = await follow_reply(tab.recv)
 
@@ -72,7 +67,7 @@ async def test_a_refused_connection_is_upstream_unavailable(alice, upstream, soc
     settings.OPENAI_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
     settings.UPSTREAM_MAX_RETRIES = 0
     conversation = await database_sync_to_async(alice.conversation)()
-    tab = await start(sockets, alice, conversation)
+    tab = await open_tab(sockets, alice, conversation)
     await tab.send(type="send", content="anyone there?", client_id=str(uuid.uuid4()))
     reply = await follow_reply(tab.recv)
     assert reply.end["code"] == "upstream_unavailable"
@@ -81,7 +76,7 @@ async def test_a_refused_connection_is_upstream_unavailable(alice, upstream, soc
 
 async def test_a_retryable_failure_before_the_first_token_is_retried(alice, upstream, sockets):
     conversation = await database_sync_to_async(alice.conversation)()
-    tab = await start(sockets, alice, conversation)
+    tab = await open_tab(sockets, alice, conversation)
     directive = 'fake:{"status": 503, "retry_after": 0, "fail_times": 1}'
     await tab.send(type="send", content=f"retry me {directive}", client_id=str(uuid.uuid4()))
     reply = await follow_reply(tab.recv)
@@ -93,7 +88,7 @@ async def test_a_retryable_failure_before_the_first_token_is_retried(alice, upst
 async def test_an_oversize_reply_is_cut_at_the_limit_and_kept(alice, upstream, sockets, settings):
     settings.MAX_REPLY_CHARS = 100
     conversation = await database_sync_to_async(alice.conversation)()
-    tab = await start(sockets, alice, conversation)
+    tab = await open_tab(sockets, alice, conversation)
     await tab.send(type="send", content='long fake:{"tokens": 200}', client_id=str(uuid.uuid4()))
     reply = await follow_reply(tab.recv)
     assert reply.end["code"] == "too_large"
