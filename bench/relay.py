@@ -365,6 +365,10 @@ class Bench:
             [[MESSAGE_TABLE, CONVERSATION_TABLE]],
         ).fetchall()
         counters = {}
+        # Connections the app opened (Postgres 14+ counts sessions per database), for the pool.
+        (counters["sessions"],) = self.stats.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
         for relname, inserted, updated in rows:
             short = "message" if relname == MESSAGE_TABLE else "conversation"
             counters[f"{short}_ins"], counters[f"{short}_upd"] = inserted, updated

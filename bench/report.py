@@ -248,6 +248,7 @@ def wire_section(results: dict) -> str:
             f"{num(writes, 1)} ({num(db.get('message_ins'), 1)} ins + {num(db.get('message_upd'), 1)} upd msg, "
             f"{num(db.get('conversation_upd'), 1)} upd conv)",
             f"{num(allowed, 1)} {verdict(writes <= allowed)}",
+            num(db["sessions"] * 100, 1) if "sessions" in db else "—",
         ])
     if not rows:
         return ""
@@ -265,14 +266,16 @@ def wire_section(results: dict) -> str:
         f"### Bytes on the wire and database writes per reply (N = {n} at once)",
         "",
         table(["M tokens", "upstream", "reply chars", "bytes per reply", "bytes ÷ reply (≤ 2)",
-               "delta frames", "streaming s", "DB writes per reply", "allowed: 2 + 1/s"], rows),
+               "delta frames", "streaming s", "DB writes per reply", "allowed: 2 + 1/s",
+               "DB connections opened per 100 replies"], rows),
         "",
         slope + "Bytes are the UTF-8 payloads of every frame the sending tab receives after its `send` "
         "(its own message, the title, the reply's `message`, the deltas and `done`), without the "
         "2–4 byte websocket frame headers. DB writes are `n_tup_ins + n_tup_upd` of "
         "`conversations_message` and `conversations_conversation` in `pg_stat_user_tables`, read "
         f"after every backend had been idle {10} s (Postgres 15 flushes them no sooner), ÷ N; they "
-        "include the member's own message.",
+        "include the member's own message. Connections opened are `pg_stat_database.sessions` "
+        "over the same window, × 100 ÷ N.",
     ])
 
 
