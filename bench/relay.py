@@ -445,6 +445,38 @@ class Bench:
             rows.append(figures)
         return rows
 
+    def api_connections(self, requests: int = 100, concurrency: int = 10) -> dict:
+        """Database connections the app opens for JSON API requests (GET /api/conversations/).
+
+        Under ASGI each request's sync view may run in a new thread; with persistent
+        connections (CONN_MAX_AGE) every such thread opens its own and leaves it open.
+        """
+        import httpx
+
+        print(f"API requests ({requests}, {concurrency} at a time)", flush=True)
+        url = f"http://127.0.0.1:{self.daphne.port}/api/conversations/"
+        cookies = {"sessionid": self.sessions[0]}
+        time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)
+        before = self.db_counters()["sessions"]
+        started = time.monotonic()
+        statuses: list[int] = []
+
+        def one(_):
+            with httpx.Client(cookies=cookies, timeout=30) as client:
+                statuses.append(client.get(url).status_code)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(requests)))
+        took = time.monotonic() - started
+        time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)
+        opened = self.db_counters()["sessions"] - before
+        figures = {"requests": requests, "concurrency": concurrency, "ok": statuses.count(200),
+                   "connections_opened": opened, "seconds": took}
+        print(f"  {figures['ok']}/{requests} ok, {opened} connections opened, {took:.1f}s", flush=True)
+        return figures
+
     def main_table(self) -> list[dict]:
         """`runs` rounds of: per N, direct then relay; then the paced rows."""
         plan = self.plan
@@ -636,7 +668,7 @@ def measure_context_rebuild(count: int, repeats: int = 5) -> dict:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone as dj_timezone
 
-    from conversations.context import build_context, load_branch
+    from conversations.chat.context import build_context, load_branch
     from conversations.models import Conversation, Message
 
     owner = get_user_model().objects.order_by("pk").first()
@@ -715,6 +747,7 @@ def run(plan: Plan) -> dict:
         results["settings"] = app_settings()
         results["machine"].update(versions(bench))
         results["wire"] = bench.wire_and_database()
+        results["api"] = bench.api_connections()
         results["runs"] = bench.main_table()
         if not bench.over_budget("two processes"):
             results["watch"] = bench.two_processes()

@@ -276,7 +276,17 @@ def wire_section(results: dict) -> str:
         f"after every backend had been idle {10} s (Postgres 15 flushes them no sooner), ÷ N; they "
         "include the member's own message. Connections opened are `pg_stat_database.sessions` "
         "over the same window, × 100 ÷ N.",
+        *api_lines(results),
     ])
+
+
+def api_lines(results: dict) -> list[str]:
+    api = results.get("api")
+    if not api:
+        return []
+    return ["", f"JSON API: {api['ok']}/{api['requests']} requests (`GET /api/conversations/`, "
+                f"{api['concurrency']} at a time) opened {api['connections_opened']} database connections "
+                f"in {api['seconds']:.1f} s."]
 
 
 def watch_section(results: dict) -> str:

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
 
 
 class MessageInline(admin.TabularInline):

@@ -114,7 +114,7 @@ class OutageMiddleware:
         warn_now_and_then(kind, "the %s is unavailable (%s): requests are answered 503",
                           kind, exception.__class__.__name__)
         if request.path.startswith("/api/"):
-            from .api import error
+            from conversations.web.api import error
 
             response = error(503, "unavailable", HTTP_REASONS[kind])
         else:

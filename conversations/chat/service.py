@@ -18,9 +18,17 @@ import uuid
 
 from django.conf import settings
 
-from . import actions, events, generation, netguard, session_auth
-from .actions import Busy, Invalid, NotFound  # noqa: F401  (re-exported for the edges)
-from .events import Unavailable  # noqa: F401  (the channel layer is down: raised after the rows are stored)
+from conversations.chat import actions
+
+from conversations.chat import events
+
+from conversations.chat import generation
+
+from conversations.upstream import netguard
+
+from conversations.accounts import sessions as session_auth
+from conversations.chat.actions import Busy, Invalid, NotFound  # noqa: F401  (re-exported for the edges)
+from conversations.chat.events import Unavailable  # noqa: F401  (the channel layer is down: raised after the rows are stored)
 
 log = logging.getLogger(__name__)
 

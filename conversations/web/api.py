@@ -18,12 +18,14 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import exports, upstream
-from .actions import NotFound, get_conversation
-from .context import load_branch
-from .models import Conversation
-from .params import ParamsError, clean_params
-from .serializers import conversation_dict, message_dict
+from conversations.chat import exports
+
+from conversations.upstream import client as upstream
+from conversations.chat.actions import NotFound, get_conversation
+from conversations.chat.context import load_branch
+from conversations.models import Conversation
+from conversations.chat.params import ParamsError, clean_params
+from conversations.chat.serializers import conversation_dict, message_dict
 
 LIST_LIMIT = 200
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from . import netguard
+from conversations.upstream import netguard
 
 IMAGE_DETAILS = ("auto", "low", "high")
 MAX_PARTS = 20

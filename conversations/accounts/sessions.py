@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
-from . import events
+from conversations.chat import events
 
 log = logging.getLogger(__name__)
 

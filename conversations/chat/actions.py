@@ -17,9 +17,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .context import build_context, load_branch
-from .models import Conversation, Message, lease_deadline
-from .serializers import conversation_dict, message_dict
+from conversations.chat.context import build_context, load_branch
+from conversations.models import Conversation, Message, lease_deadline
+from conversations.chat.serializers import conversation_dict, message_dict
 
 TITLE_CHARS = 80
 

@@ -1,8 +1,8 @@
 """A conversation as a downloadable file: JSON (the whole tree) or Markdown (the branch)."""
 
-from .context import load_branch
-from .models import Conversation
-from .serializers import conversation_dict, message_dict
+from conversations.chat.context import load_branch
+from conversations.models import Conversation
+from conversations.chat.serializers import conversation_dict, message_dict
 
 
 def as_json(conversation: Conversation) -> dict:

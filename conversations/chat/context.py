@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
 
 IMAGE_TOKENS = 85  # what one low-detail image costs; a fair floor for any image
 MESSAGE_OVERHEAD_TOKENS = 4

@@ -6,8 +6,8 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from .actions import NotFound, get_conversation
-from .models import Conversation
+from conversations.chat.actions import NotFound, get_conversation
+from conversations.models import Conversation
 
 
 @login_required

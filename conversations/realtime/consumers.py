@@ -26,11 +26,11 @@ import uuid
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import chat
-from .events import LAYER_ERRORS, conversation_group, encode, member_group
-from .frames import FrameError, parse_frame
-from .outages import DATABASE_OUTAGE_ERRORS, SOCKET_REASONS, TRY_AGAIN_LATER_CLOSE_CODE, warn_now_and_then
-from .session_auth import session_digest
+from conversations.chat import service as chat
+from conversations.chat.events import LAYER_ERRORS, conversation_group, encode, member_group
+from conversations.realtime.frames import FrameError, parse_frame
+from conversations.outages import DATABASE_OUTAGE_ERRORS, SOCKET_REASONS, TRY_AGAIN_LATER_CLOSE_CODE, warn_now_and_then
+from conversations.accounts.sessions import session_digest
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,11 @@ from contextlib import aclosing
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import actions, events
-from .models import Message
-from .upstream import Endpoint, UpstreamError, stream_chat
+from conversations.chat import actions
+
+from conversations.chat import events
+from conversations.models import Message
+from conversations.upstream.client import Endpoint, UpstreamError, stream_chat
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
 
 
 def message_dict(message: Message) -> dict:

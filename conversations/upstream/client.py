@@ -21,7 +21,7 @@ import httpx
 from django.conf import settings
 from httpx_sse import EventSource, SSEError
 
-from . import netguard
+from conversations.upstream import netguard
 
 log = logging.getLogger(__name__)
 
