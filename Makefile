@@ -10,7 +10,7 @@ ENV := set -a; [ -f .env ] && . ./.env; set +a;
 # daphne, through chatsite/server.py: it drops a websocket that stops reading (WS_SEND_BUFFER_BYTES).
 SERVE = $(BIN)/python -m chatsite.server -b $(APP_HOST) -p $(APP_PORT) chatsite.asgi:application
 
-.PHONY: run demo test install install-dev migrate bench clean
+.PHONY: run demo test lint install install-dev migrate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ demo: install-dev
 test: install-dev
 	./scripts/ensure-services.sh
 	$(BIN)/python -m pytest
+
+## Lint the project: ruff, and the layering of conversations/ (pyproject.toml, docs/architecture.md).
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ## Benchmark the relay on this machine (Postgres and Redis must run; ~6 minutes): prints the tables.
 ## `$(BIN)/python -m bench.relay --quick` is a one-minute smoke run; see bench/README.md.

@@ -10,9 +10,9 @@ django_asgi_app = get_asgi_application()  # set up Django before importing consu
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from conversations.origin import SameOriginValidator  # noqa: E402
 from conversations.outages import CloseOnDatabaseOutage  # noqa: E402
-from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.realtime.origin import SameOriginValidator  # noqa: E402
+from conversations.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

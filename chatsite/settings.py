@@ -221,7 +221,7 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # account and per client address over LOGIN_LOCKOUT_SECONDS; past a limit, sign-in
 # is refused for LOGIN_LOCKOUT_SECONDS without checking the password.
 AUTHENTICATION_BACKENDS = [
-    "conversations.login_throttle.LoginThrottleGate",  # refuses locked attempts; never signs anyone in
+    "conversations.accounts.throttle.LoginThrottleGate",  # refuses locked attempts; never signs anyone in
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_FAILURES_PER_ACCOUNT = envint("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
@@ -279,7 +279,7 @@ UPSTREAM_MAX_RETRY_WAIT = envfloat("UPSTREAM_MAX_RETRY_WAIT", 20.0)
 # `[ipv6]:port` or CIDR ranges, e.g. `127.0.0.1:8000,vllm.lan,10.20.0.0/16`.
 UPSTREAM_ALLOWED_HOSTS = envlist("UPSTREAM_ALLOWED_HOSTS")
 for _entry in UPSTREAM_ALLOWED_HOSTS:
-    from conversations.netguard import parse_allowed_host
+    from conversations.upstream.netguard import parse_allowed_host
 
     try:
         parse_allowed_host(_entry)
@@ -314,4 +314,4 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
     },
 }
-CSRF_FAILURE_VIEW = "conversations.api.csrf_failure"
+CSRF_FAILURE_VIEW = "conversations.web.api.csrf_failure"

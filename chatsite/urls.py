@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from conversations import api, login_throttle, views
+from conversations.accounts import throttle as login_throttle
+from conversations.web import api, views
 
 urlpatterns = [
     path("", views.index, name="index"),

@@ -10,9 +10,8 @@ class ConversationsConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.db.models.signals import post_save
 
-        from conversations.accounts import throttle as login_throttle
-
         from conversations.accounts import sessions as session_auth
+        from conversations.accounts import throttle as login_throttle
 
         user_logged_in.connect(login_throttle.reset_on_login, dispatch_uid="login_throttle.reset_on_login")
         user_logged_out.connect(session_auth.on_logged_out, dispatch_uid="session_auth.on_logged_out")

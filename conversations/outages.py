@@ -24,7 +24,7 @@ import logging
 import time
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -114,9 +114,8 @@ class OutageMiddleware:
         warn_now_and_then(kind, "the %s is unavailable (%s): requests are answered 503",
                           kind, exception.__class__.__name__)
         if request.path.startswith("/api/"):
-            from conversations.web.api import error
-
-            response = error(503, "unavailable", HTTP_REASONS[kind])
+            # The API's error shape (web/api.py), built here: this module sits below the edges.
+            response = JsonResponse({"error": {"code": "unavailable", "message": HTTP_REASONS[kind]}}, status=503)
         else:
             response = HttpResponse(HTTP_REASONS[kind], status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)

@@ -24,7 +24,8 @@ from django.test import Client
 from websockets.asyncio.client import connect as websocket_connect
 
 from chatsite.asgi import application
-from conversations import chat, generation
+from conversations.chat import generation
+from conversations.chat import service as chat
 from conversations.models import Conversation
 from tests.fake_upstream import FakeUpstream
 

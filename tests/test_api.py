@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 
-from conversations import actions
+from conversations.chat import actions
 from conversations.models import Conversation, Message
 from tests.conftest import free_port
 

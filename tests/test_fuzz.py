@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conversations.frames import ClientFrame, FrameError, parse_frame
 from conversations.models import Conversation, Message
+from conversations.realtime.frames import ClientFrame, FrameError, parse_frame
 from tests.conftest import open_tab
 
 json_values = st.recursive(

@@ -22,7 +22,7 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.sessions.models import Session
 from django.test import Client, RequestFactory
 
-from conversations import login_throttle
+from conversations.accounts import throttle as login_throttle
 from tests.conftest import DaphneProcess, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -5,7 +5,7 @@ import uuid
 import pytest
 from django.db import IntegrityError, transaction
 
-from conversations import actions
+from conversations.chat import actions
 from conversations.models import Message
 
 pytestmark = pytest.mark.django_db

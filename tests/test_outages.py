@@ -27,8 +27,9 @@ from django.conf import settings as django_settings
 from django.db import close_old_connections, connection
 from redis import asyncio as aioredis
 
-from conversations import consumers, events, generation
+from conversations.chat import events, generation
 from conversations.models import Message
+from conversations.realtime import consumers
 from tests.conftest import DaphneProcess, drain_replies, follow_reply, free_port, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -220,9 +221,9 @@ async def test_a_reply_goes_on_through_a_redis_restart_and_the_open_tab_gets_eve
     if end is not None:
         assert end["type"] == "done" and end["status"] == "complete"
     # One warning for the outage, not one per lost delta, and one when it is over.
-    failed = warnings_from(caplog, "conversations.generation", f"publishing to the sockets of reply {message_id} failed")
+    failed = warnings_from(caplog, "conversations.chat.generation", f"publishing to the sockets of reply {message_id} failed")
     assert len(failed) == 1
-    assert warnings_from(caplog, "conversations.generation", f"reply {message_id} works again")
+    assert warnings_from(caplog, "conversations.chat.generation", f"reply {message_id} works again")
 
     await tab.send(type="send", content="and after it?", client_id=str(uuid.uuid4()))
     after = await follow_reply(tab.recv)
@@ -277,7 +278,7 @@ async def test_a_tab_that_missed_the_end_of_a_reply_gets_a_fresh_snapshot(
 
     redis_server.stop()
     await drain_replies()  # the reply ended, was saved, and could not be announced
-    assert warnings_from(caplog, "conversations.generation", f"the end of reply {message_id} could not be announced")
+    assert warnings_from(caplog, "conversations.chat.generation", f"the end of reply {message_id} could not be announced")
     redis_server.start()
 
     text, end, snapshots = await follow_exactly(tab, message_id, text)
@@ -385,8 +386,8 @@ async def test_a_reply_survives_postgres_refusing_connections_for_a_while(
     row = await stored(message_id)
     assert row.status == "complete" and row.content == streamed
     # The flushes that failed were logged once, and the recovery once.
-    assert len(warnings_from(caplog, "conversations.generation", f"saving the progress of reply {message_id} failed")) == 1
-    assert warnings_from(caplog, "conversations.generation", f"saving the progress of reply {message_id} works again")
+    assert len(warnings_from(caplog, "conversations.chat.generation", f"saving the progress of reply {message_id} failed")) == 1
+    assert warnings_from(caplog, "conversations.chat.generation", f"saving the progress of reply {message_id} works again")
 
 
 async def test_a_reply_that_cannot_be_saved_ends_with_an_error_and_becomes_interrupted(
@@ -402,7 +403,7 @@ async def test_a_reply_that_cannot_be_saved_ends_with_an_error_and_becomes_inter
     try:
         text, end, _ = await follow_exactly(tab, message_id, text)
         assert end["type"] == "error" and end["code"] == "interrupted" and end["message"]
-        assert warnings_from(caplog, "conversations.generation", f"reply {message_id} could not be saved")
+        assert warnings_from(caplog, "conversations.chat.generation", f"reply {message_id} could not be saved")
     finally:
         postgres.allow()
     streamed = upstream.requests[0]["streamed_text"]

@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from conversations import events, generation
+from conversations.chat import events, generation
 from conversations.models import Message
 from tests.conftest import drain_replies, follow_reply, open_tab
 

@@ -15,10 +15,10 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 
-from conversations import netguard
-from conversations.frames import FrameError, clean_content
 from conversations.models import Message
-from conversations.upstream import Endpoint, UpstreamError, list_models, stream_chat
+from conversations.realtime.frames import FrameError, clean_content
+from conversations.upstream import netguard
+from conversations.upstream.client import Endpoint, UpstreamError, list_models, stream_chat
 from tests.conftest import follow_reply
 from tests.test_settings import start as start_app
 

@@ -11,11 +11,11 @@ import uuid
 import pytest
 from django.conf import settings as django_settings
 
-from conversations.context import build_context, load_branch
-from conversations.frames import FrameError, parse_frame
+from conversations.chat.context import build_context, load_branch
+from conversations.chat.params import ParamsError, clean_params
 from conversations.models import Conversation, Message
-from conversations.params import ParamsError, clean_params
-from conversations.upstream import Endpoint, UpstreamError, error_from_object, stream_chat
+from conversations.realtime.frames import FrameError, parse_frame
+from conversations.upstream.client import Endpoint, UpstreamError, error_from_object, stream_chat
 from tests.conftest import free_port
 
 KEY = django_settings.OPENAI_API_KEY

@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
 from conversations.chat import events
+from conversations.chat.actions import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,13 @@ def signed_in_user_id(session_key: str | None):
         if not any(constant_time_compare(stored, current) for current in hashes):
             return None
     return user.pk
+
+
+async def still_signed_in(session_key: str | None, user) -> bool:
+    """Whether the session still signs in this member: not signed out, same
+    password, still active (read from the session store, not the socket's copy)."""
+    user_id = await in_thread(signed_in_user_id)(session_key)
+    return user_id is not None and user_id == user.pk
 
 
 def session_digest(session_key: str | None) -> str | None:

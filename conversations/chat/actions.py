@@ -18,8 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations.chat.context import build_context, load_branch
-from conversations.models import Conversation, Message, lease_deadline
 from conversations.chat.serializers import conversation_dict, message_dict
+from conversations.models import Conversation, Message, lease_deadline
 
 TITLE_CHARS = 80
 

@@ -1,8 +1,8 @@
 """A conversation as a downloadable file: JSON (the whole tree) or Markdown (the branch)."""
 
 from conversations.chat.context import load_branch
-from conversations.models import Conversation
 from conversations.chat.serializers import conversation_dict, message_dict
+from conversations.models import Conversation
 
 
 def as_json(conversation: Conversation) -> dict:

@@ -32,9 +32,7 @@ from contextlib import aclosing
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations.chat import actions
-
-from conversations.chat import events
+from conversations.chat import actions, events
 from conversations.models import Message
 from conversations.upstream.client import Endpoint, UpstreamError, stream_chat
 

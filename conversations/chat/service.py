@@ -18,17 +18,10 @@ import uuid
 
 from django.conf import settings
 
-from conversations.chat import actions
-
-from conversations.chat import events
-
-from conversations.chat import generation
-
-from conversations.upstream import netguard
-
-from conversations.accounts import sessions as session_auth
+from conversations.chat import actions, events, generation
 from conversations.chat.actions import Busy, Invalid, NotFound  # noqa: F401  (re-exported for the edges)
 from conversations.chat.events import Unavailable  # noqa: F401  (the channel layer is down: raised after the rows are stored)
+from conversations.upstream import netguard
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +144,6 @@ async def snapshot(user, conversation_id) -> dict:
 async def check_access(user, conversation_id) -> None:
     """Raise NotFound unless the member owns the conversation."""
     await actions.in_thread(actions.get_conversation)(user, conversation_id)
-
-
-async def still_signed_in(session_key: str | None, user) -> bool:
-    """Whether the session still signs in this member: not signed out, same
-    password, still active (read from the session store, not the socket's copy)."""
-    user_id = await actions.in_thread(session_auth.signed_in_user_id)(session_key)
-    return user_id is not None and user_id == user.pk
 
 
 async def message_text(user, message_id) -> str:

@@ -26,11 +26,16 @@ import uuid
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from conversations.accounts.sessions import session_digest, still_signed_in
 from conversations.chat import service as chat
 from conversations.chat.events import LAYER_ERRORS, conversation_group, encode, member_group
+from conversations.outages import (
+    DATABASE_OUTAGE_ERRORS,
+    SOCKET_REASONS,
+    TRY_AGAIN_LATER_CLOSE_CODE,
+    warn_now_and_then,
+)
 from conversations.realtime.frames import FrameError, parse_frame
-from conversations.outages import DATABASE_OUTAGE_ERRORS, SOCKET_REASONS, TRY_AGAIN_LATER_CLOSE_CODE, warn_now_and_then
-from conversations.accounts.sessions import session_digest
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +212,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _still_allowed(self, session_ended: bool = False) -> bool:
         """Whether this socket's session still signs its member in; if not, refuse and close."""
-        if not session_ended and await chat.still_signed_in(self.session_key, self.user):
+        if not session_ended and await still_signed_in(self.session_key, self.user):
             return True
         try:
             await chat.check_access(self.user, self.conversation_id)

@@ -19,13 +19,12 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from conversations.chat import exports
-
-from conversations.upstream import client as upstream
 from conversations.chat.actions import NotFound, get_conversation
 from conversations.chat.context import load_branch
-from conversations.models import Conversation
 from conversations.chat.params import ParamsError, clean_params
 from conversations.chat.serializers import conversation_dict, message_dict
+from conversations.models import Conversation
+from conversations.upstream import client as upstream
 
 LIST_LIMIT = 200
 
