@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, websockets through Channels."""
 
+import asyncio
 import os
 
 from django.core.asgi import get_asgi_application
@@ -10,11 +11,12 @@ django_asgi_app = get_asgi_application()  # set up Django before importing consu
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from conversations.chat import broadcast  # noqa: E402
 from conversations.outages import CloseOnDatabaseOutage  # noqa: E402
 from conversations.realtime.origin import SameOriginValidator  # noqa: E402
 from conversations.realtime.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": CloseOnDatabaseOutage(
@@ -22,3 +24,9 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+
+async def application(scope, receive, send):
+    """The router, on the loop that sends what writes outside a socket announce (chat/broadcast.py)."""
+    broadcast.bind_loop(asyncio.get_running_loop())
+    return await router(scope, receive, send)

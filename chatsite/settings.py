@@ -207,6 +207,7 @@ else:
         }
     }
 
+AUTH_USER_MODEL = "conversations.Member"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -296,6 +297,12 @@ MAX_REPLY_CHARS = envint("MAX_REPLY_CHARS", 200_000, minimum=100)
 CONTEXT_TOKEN_BUDGET = envint("CONTEXT_TOKEN_BUDGET", 32_000, minimum=256)
 MAX_MESSAGE_CHARS = envint("MAX_MESSAGE_CHARS", 100_000, minimum=100)
 WS_MAX_FRAME_BYTES = envint("WS_MAX_FRAME_BYTES", 8 * 1024 * 1024, minimum=1024)
+# Frames one socket may send: WS_FRAME_BURST at once, then WS_FRAMES_PER_SECOND (realtime/ratelimit.py).
+WS_FRAMES_PER_SECOND = envfloat("WS_FRAMES_PER_SECOND", 2.0, minimum=0.01)
+WS_FRAME_BURST = envint("WS_FRAME_BURST", 20, minimum=1)
+# On SIGTERM a process takes no new replies and gives running ones this long to finish, then
+# saves them as interrupted (chat/drain.py). docker-compose.yml's stop_grace_period is longer.
+DRAIN_SECONDS = envfloat("DRAIN_SECONDS", 25.0)
 # Bytes a websocket may leave unread once the kernel's buffers and twisted's 64 KiB are full;
 # past it the server drops that socket (chatsite/server.py). 1 MiB is minutes of a live reply
 # (coalesced deltas are a few KiB/s) yet caps what one tab that stopped reading can pin.

@@ -1,8 +1,11 @@
 """Staff review: conversations with their messages, read-only transcripts."""
 
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Member, Message
+
+admin.site.register(Member, UserAdmin)
 
 
 class MessageInline(admin.TabularInline):
@@ -10,7 +13,7 @@ class MessageInline(admin.TabularInline):
     fk_name = "conversation"
     extra = 0
     can_delete = False
-    fields = ("created_at", "role", "status", "content", "model", "finish_reason", "error_code", "error_message", "request")
+    fields = ("created_at", "role", "status", "content", "model", "finish_reason", "error_code", "error_detail", "request")
     readonly_fields = fields
     ordering = ("created_at",)
 

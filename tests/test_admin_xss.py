@@ -49,7 +49,7 @@ def hostile_conversation(alice):
     reply = Message.objects.create(
         conversation=conversation, role="assistant", parent=question, status="error",
         content=PAYLOADS["reply"], model=PAYLOADS["model"], error_code="upstream_error",
-        error_message=PAYLOADS["error"],
+        error_detail={"reason": "reported", "upstream_message": PAYLOADS["error"]},
         request={"model": PAYLOADS["model"], "system_prompt": PAYLOADS["title"], "message_ids": [str(question.id)]},
     )
     conversation.current_leaf = reply

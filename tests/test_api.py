@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 
-from conversations.chat import actions
+from conversations.chat import replies, turns
 from conversations.models import Conversation, Message
 from tests.conftest import free_port
 
@@ -46,8 +46,8 @@ def assert_json_error(response, status: int, code: str) -> dict:
 
 def answered_turn(member, conversation, question: str, answer: str):
     """A user message and its completed reply, stored as the chat engine stores them."""
-    turn = actions.start_turn(member.user, conversation.id, question, None, uuid.uuid4())
-    actions.finish_reply(turn.reply.id, text=answer, status="complete", finish_reason="stop",
+    turn = turns.ask(member.user, conversation.id, question, None, uuid.uuid4())
+    replies.finish_reply(turn.reply.id, turn.reply.run_id, text=answer, status="complete", finish_reason="stop",
                          usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
     return turn
 
@@ -218,8 +218,9 @@ def test_the_detail_has_the_current_branch_oldest_first(alice):
     conversation = alice.conversation(title="Branches", system_prompt="sys")
     first = answered_turn(alice, conversation, "first question", "first answer")
     answered_turn(alice, conversation, "second question", "abandoned answer")
-    regenerated = actions.regenerate(alice.user, conversation.id, None)
-    actions.finish_reply(regenerated.reply.id, text="better answer", status="complete", finish_reason="stop")
+    regenerated = turns.regenerate(alice.user, conversation.id, None)
+    replies.finish_reply(regenerated.reply.id, regenerated.reply.run_id, text="better answer", status="complete",
+                         finish_reason="stop")
 
     response = alice.client.get(url_of(conversation))
 

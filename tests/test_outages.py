@@ -27,9 +27,10 @@ from django.conf import settings as django_settings
 from django.db import close_old_connections, connection
 from redis import asyncio as aioredis
 
-from conversations.chat import events, generation
+from conversations.chat import broadcast as events
+from conversations.chat import generation
 from conversations.models import Message
-from conversations.realtime import consumers
+from conversations.realtime import consumers, delivery
 from tests.conftest import DaphneProcess, drain_replies, follow_reply, free_port, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -240,8 +241,9 @@ async def test_a_tab_that_missed_deltas_catches_up_from_the_reply(
     reply_sync = consumers.ConversationConsumer.reply_sync
 
     async def spy(consumer, event):
-        if event["message_id"] in consumer.resyncing:
-            filled.append(len(event["text"]) - consumer.forwarded.get(event["message_id"], 0))
+        delivery = consumer.delivery
+        if event["message_id"] in delivery.resyncing:
+            filled.append(len(event["text"]) - delivery.forwarded.get(event["message_id"], 0))
         await reply_sync(consumer, event)
 
     monkeypatch.setattr(consumers.ConversationConsumer, "reply_sync", spy)
@@ -270,7 +272,7 @@ async def test_a_tab_that_missed_the_end_of_a_reply_gets_a_fresh_snapshot(
     """Redis is down from mid-reply until after the reply ended and gave up announcing
     it: the tab would wait for a `done` that never comes. It asks the database instead."""
     monkeypatch.setattr(generation, "FINAL_WRITE_DELAYS", (0.1, 0.1))
-    monkeypatch.setattr(consumers, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(delivery, "STALL_SECONDS", 1.0)
     conversation = await database_sync_to_async(alice.conversation)()
     tab = await open_tab(sockets, alice, conversation)
     await tab.send(type="send", content='short fake:{"tokens": 60, "delay": 0.02}', client_id=str(uuid.uuid4()))

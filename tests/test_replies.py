@@ -11,7 +11,8 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from conversations.chat import events, generation
+from conversations.chat import broadcast as events
+from conversations.chat import generation
 from conversations.models import Message
 from tests.conftest import drain_replies, follow_reply, open_tab
 
@@ -257,8 +258,8 @@ async def test_a_stop_whose_cancel_was_swallowed_still_stops_the_reply(alice, up
     await tab.send(type="send", content='long fake:{"tokens": 400, "delay": 0.01}', client_id=str(uuid.uuid4()))
     started = await tab.until(lambda f: f["type"] == "message" and f["message"]["status"] == "streaming")
     await tab.until(lambda f: f["type"] == "delta")
-    task = generation._running[uuid.UUID(started["message"]["id"])]
-    task.get_coro().cr_frame.f_locals["self"].stop_requested = True  # stop() without its cancel
+    _task, reply = generation._running[uuid.UUID(started["message"]["id"])]
+    reply.stop_requested = True  # stop() without its cancel
 
     end = await tab.until(lambda f: f["type"] in ("done", "error"))
     assert end["status"] == "stopped"

@@ -11,6 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from conversations.chat.errors import describe
 from conversations.models import Message
 from tests.conftest import follow_reply
 
@@ -44,10 +45,11 @@ async def test_an_echoed_key_is_never_shown_stored_or_logged(alice, upstream, so
     assert upstream.requests, "the request never reached the model server"
     assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {key}"  # so the echo held the key
     row = await database_sync_to_async(Message.objects.get)(pk=reply.message_id)
-    assert row.error_message, "the error was not stored"
+    assert row.error_code, "the error was not stored"
     for where, text in (
         ("a frame", json.dumps(tab.frames)),
-        ("the stored error", row.error_message + row.content + json.dumps(row.request)),
+        ("the stored error", json.dumps(row.error_detail) + row.content + json.dumps(row.request)),
+        ("the error's words", describe(row.error_code, row.error_detail)),
         ("the log", caplog.text),
     ):
         assert key not in text, f"the API key is in {where}"

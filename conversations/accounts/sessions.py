@@ -11,11 +11,8 @@ so a socket that only listens stops hearing the conversation too.
 from __future__ import annotations
 
 import hashlib
-import logging
 from importlib import import_module
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import (
     BACKEND_SESSION_KEY,
@@ -25,13 +22,10 @@ from django.contrib.auth import (
     load_backend,
 )
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
-from conversations.chat import events
-from conversations.chat.actions import in_thread
-
-log = logging.getLogger(__name__)
+from conversations.chat import broadcast
+from conversations.chat.threads import in_thread
 
 
 def signed_in_user_id(session_key: str | None):
@@ -85,21 +79,13 @@ def notify_member(user_id, ended_session: str | None = None) -> None:
 
     `ended_session` names a session being signed out: Django deletes it only
     after the signal, so its sockets cannot find that out by reading the store
-    yet, and are told directly.
+    yet, and are told directly. (chat/broadcast.py: after commit, and never
+    async_to_sync from an event loop.)
     """
-    event = {"type": "member.check", "ended_session": session_digest(ended_session)}
-
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(events.member_group(user_id), event)
-        except events.LAYER_ERRORS:
-            # The sockets still re-check on their next frame.
-            log.warning("could not tell the sockets of member %s to re-check their session", user_id)
-
-    transaction.on_commit(send)
+    broadcast.announce(
+        broadcast.member_group(user_id),
+        {"type": "member.check", "ended_session": session_digest(ended_session)},
+    )
 
 
 def on_logged_out(sender, request, user, **kwargs) -> None:
@@ -111,3 +97,9 @@ def on_member_saved(sender, instance, created, update_fields=None, **kwargs) -> 
     """A saved member may have a new password or be deactivated (signing in only touches last_login)."""
     if not created and set(update_fields or ()) != {"last_login"}:
         notify_member(instance.pk)
+
+
+def on_members_changed(sender, ids, **kwargs) -> None:
+    """A bulk update changed members' sign-in fields (models/member.py): tell each one's sockets."""
+    for user_id in ids:
+        notify_member(user_id)

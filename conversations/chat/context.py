@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from conversations.chat import tokens
 from conversations.models import Conversation, Message
-
-IMAGE_TOKENS = 85  # what one low-detail image costs; a fair floor for any image
-MESSAGE_OVERHEAD_TOKENS = 4
 
 
 @dataclass
@@ -44,10 +42,8 @@ def load_branch(conversation: Conversation, leaf_id) -> list[Message]:
 
 
 def estimate_tokens(message: Message) -> int:
-    images = sum(
-        1 for part in message.content_parts or () if part.get("type") == "image_url"
-    )
-    return len(message.content) // 4 + images * IMAGE_TOKENS + MESSAGE_OVERHEAD_TOKENS
+    images = sum(1 for part in message.content_parts or () if part.get("type") == "image_url")
+    return tokens.estimate_message(message.content, images)
 
 
 def upstream_message(message: Message) -> dict:
@@ -65,7 +61,7 @@ def build_context(conversation: Conversation, path: list[Message], max_tokens: i
     system = []
     if conversation.system_prompt:
         system = [{"role": "system", "content": conversation.system_prompt}]
-        budget -= len(conversation.system_prompt) // 4 + MESSAGE_OVERHEAD_TOKENS
+        budget -= tokens.estimate_message(conversation.system_prompt)
     candidates = [m for m in path if should_send(m)]
     kept: list[Message] = []
     used = 0
@@ -79,6 +75,6 @@ def build_context(conversation: Conversation, path: list[Message], max_tokens: i
     return Context(
         messages=system + [upstream_message(m) for m in kept],
         message_ids=[str(m.id) for m in kept],
-        estimated_tokens=used,
+        estimated_tokens=used + (tokens.estimate_message(conversation.system_prompt) if system else 0),
         dropped=len(candidates) - len(kept),
     )

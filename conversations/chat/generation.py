@@ -12,6 +12,10 @@ Three loops share the reply's text:
   - the flusher writes the text to the row about once a second, renewing the
     lease that tells other processes this reply is alive.
 
+Every write of the reply is conditional on the row still being this run's
+(chat/replies.py): a reply a sweep marked `interrupted` is never rewritten.
+The end is written, with its usage, before sockets are told of it.
+
 Outages (docs/protocol.md, "Outages"): the reply never depends on the channel
 layer. While Redis is down it goes on reading the upstream and saving to the
 row; deltas that cannot be published are dropped (sockets see the gap in
@@ -32,14 +36,16 @@ from contextlib import aclosing
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations.chat import actions, events
+from conversations.chat import broadcast, errors, replies
+from conversations.chat.threads import in_thread
+from conversations.chat.turns import Turn
 from conversations.models import Message
 from conversations.upstream.client import Endpoint, UpstreamError, stream_chat
 
 log = logging.getLogger(__name__)
 
 # Strong references: asyncio keeps only weak ones to running tasks.
-_running: dict[uuid.UUID, asyncio.Task] = {}
+_running: dict[uuid.UUID, tuple[asyncio.Task, Generation]] = {}
 
 # Waits between attempts at the final write (and at announcing the end): ~15 s in all.
 FINAL_WRITE_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -47,17 +53,22 @@ CONTROL_RETRY_MAX_SECONDS = 5.0  # longest wait between attempts to join the con
 READ_SLICE_SECONDS = 0.002  # longest the reader keeps the event loop to itself
 
 
-def start(turn: actions.Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
+def start(turn: Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
     """Start streaming the turn's reply in the background and return its task."""
-    generation = Generation(turn.conversation_id, turn.reply.id, turn.body, endpoint or Endpoint.default())
-    task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{turn.reply.id}")
-    _running[turn.reply.id] = task
-    task.add_done_callback(lambda _: _running.pop(turn.reply.id, None))
+    reply = turn.reply
+    generation = Generation(turn.conversation_id, reply.id, reply.run_id, turn.body, endpoint or Endpoint.default())
+    task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{reply.id}")
+    _running[reply.id] = (task, generation)
+    task.add_done_callback(lambda _: _running.pop(reply.id, None))
     return task
 
 
 def running_tasks() -> list[asyncio.Task]:
-    return list(_running.values())
+    return [task for task, _generation in _running.values()]
+
+
+def running_generations() -> list[Generation]:
+    return [generation for _task, generation in _running.values()]
 
 
 class _Trouble:
@@ -83,9 +94,11 @@ class _Trouble:
 
 
 class Generation:
-    def __init__(self, conversation_id: uuid.UUID, reply_id: uuid.UUID, body: dict, endpoint: Endpoint):
+    def __init__(self, conversation_id: uuid.UUID, reply_id: uuid.UUID, run_id: uuid.UUID, body: dict,
+                 endpoint: Endpoint):
         self.conversation_id = conversation_id
         self.reply_id = reply_id
+        self.run_id = run_id
         self.message_id = str(reply_id)
         self.body = body
         self.endpoint = endpoint
@@ -100,9 +113,12 @@ class Generation:
         self.closed = asyncio.Event()
         self.reader: asyncio.Task | None = None
         self.stop_requested = False
+        self.interrupted = False  # ended by a draining process, not by the member
         self.control_channel: str | None = None  # this reply's channel, made once
         self.control: str | None = None  # the same, once it has joined the control group
         self.saved_length = 0  # characters in the row as last flushed
+        self.requested_at: float | None = None  # loop time the upstream request began
+        self.first_token_at: float | None = None
         self.publishing = _Trouble(f"publishing to the sockets of reply {self.message_id}")
         self.joining = _Trouble(f"joining the control group of reply {self.message_id}")
         self.saving = _Trouble(f"saving the progress of reply {self.message_id}")
@@ -136,15 +152,13 @@ class Generation:
 
     async def _join_control(self) -> bool:
         """One attempt to join the control group (stop and sync requests)."""
-        # The default prefix: channels-redis's list-based layer serves all process-local
-        # channels of one prefix from one receive loop, and another prefix waits behind it.
         # Retries reuse the channel: the Pub/Sub layer keeps a channel it was asked to add
         # to a group even when subscribing failed, and a new one per attempt would pile up.
         try:
             if self.control_channel is None:
                 self.control_channel = await self.layer.new_channel()
-            await self.layer.group_add(events.control_group(self.conversation_id), self.control_channel)
-        except events.LAYER_ERRORS as error:
+            await self.layer.group_add(broadcast.control_group(self.conversation_id), self.control_channel)
+        except broadcast.LAYER_ERRORS as error:
             self.joining.failed(error, "stop and sync requests wait until it works; the reply goes on")
             return False
         self.joining.worked()
@@ -161,7 +175,7 @@ class Generation:
                     listener.cancel()
                 return
         try:
-            await self.layer.group_discard(events.control_group(self.conversation_id), self.control)
+            await self.layer.group_discard(broadcast.control_group(self.conversation_id), self.control)
             if not listener.done():
                 await self.layer.send(self.control, {"type": "reply.end"})
                 await asyncio.wait_for(asyncio.shield(listener), timeout=5)
@@ -180,9 +194,15 @@ class Generation:
         if self.reader is not None and not self.reader.done():
             self.reader.cancel()
 
+    def interrupt(self) -> None:
+        """End the reply now because this process is stopping: saved as `interrupted`."""
+        self.interrupted = True
+        self.stop()
+
     async def _read(self) -> None:
         limit = settings.MAX_REPLY_CHARS
         loop = asyncio.get_running_loop()
+        self.requested_at = loop.time()
         yield_at = loop.time() + READ_SLICE_SECONDS
         async with aclosing(stream_chat(self.endpoint, self.body)) as chunks:
             async for chunk in chunks:
@@ -198,12 +218,10 @@ class Generation:
                     if self.length + len(content) > limit:
                         content = content[: limit - self.length]
                         self._append(content)
-                        raise UpstreamError(
-                            "too_large",
-                            f"The reply passed the server's limit of {limit} characters and was cut there.",
-                        )
+                        raise UpstreamError("too_large", "reply", limit=limit)
                     self._append(content)
                     if self.length == len(content):
+                        self.first_token_at = loop.time()
                         # A fast upstream hands over many chunks without waiting:
                         # let the publisher send the first one now (time to first token).
                         await asyncio.sleep(0)
@@ -240,7 +258,7 @@ class Generation:
         # covers it; the socket trims the overlap by offset.
         self.published += len(content)
         try:
-            await events.publish(self.conversation_id, events.delta_event(self.message_id, offset, content))
+            await broadcast.publish(self.conversation_id, broadcast.delta_event(self.message_id, offset, content))
         except Exception as error:
             # Sockets that missed it see a gap in offsets and resync; the text is safe here.
             self.publishing.failed(error, "the reply goes on and is saved; sockets catch up when it works again")
@@ -265,14 +283,15 @@ class Generation:
             try:
                 # A connection the database dropped is closed after the failed call and
                 # a fresh one opened for the next (database_sync_to_async's close_old_connections).
-                still_ours = await actions.in_thread(actions.save_progress)(self.reply_id, self.text())
+                still_ours = await in_thread(replies.save_progress)(self.reply_id, self.run_id, self.text())
             except Exception as error:
                 self.saving.failed(error, "the text stays in memory and the next flush retries")
                 continue
             self.saving.worked()
             self.saved_length, since_write = length, 0.0
             if not still_ours:
-                log.warning("reply %s was taken over (lease expired); stopping it", self.message_id)
+                log.warning("reply %s is no longer this run's (deleted, or its lease passed); stopping it",
+                            self.message_id)
                 self.stop()
 
     async def _listen(self) -> None:
@@ -299,95 +318,78 @@ class Generation:
                 try:
                     await self.layer.send(
                         message["reply_channel"],
-                        {
-                            "type": "reply.sync",
-                            "message_id": self.message_id,
-                            "text": self.text()[: self.published],
-                        },
+                        {"type": "reply.sync", "message_id": self.message_id, "text": self.text()[: self.published]},
                     )
-                except events.LAYER_ERRORS as error:
-                    # The socket asks again if no answer comes (consumers.py).
+                except broadcast.LAYER_ERRORS as error:
+                    # The socket asks again if no answer comes (realtime/delivery.py).
                     self.publishing.failed(error, "a socket's sync request goes unanswered; it will ask again")
 
     def _outcome(self) -> dict:
         reader = self.reader
         if reader.cancelled():
+            if self.interrupted:
+                return {"status": Message.Status.INTERRUPTED, "error_code": "interrupted",
+                        "error_detail": {"reason": "restart"}}
             # finish_reason is the model's word; a member's stop is in the status.
-            return {"status": Message.Status.STOPPED, "finish_reason": ""}
+            return {"status": Message.Status.STOPPED}
         error = reader.exception()
         if error is None:
             return {"status": Message.Status.COMPLETE, "finish_reason": self.finish_reason or "stop"}
         if not isinstance(error, UpstreamError):
             log.error("reply %s failed", self.message_id, exc_info=error)
-            error = UpstreamError("upstream_error", "The reply failed because of an error on the server.")
-        return {
-            "status": Message.Status.ERROR,
-            "finish_reason": self.finish_reason or "",
-            "error_code": error.code,
-            "error_message": error.message,
-        }
+            error = UpstreamError("upstream_error", "internal")
+        return {"status": Message.Status.ERROR, "finish_reason": self.finish_reason or "",
+                "error_code": error.code, "error_detail": error.detail}
+
+    def _timings(self, now: float) -> dict:
+        if self.requested_at is None:
+            return {}
+        timings = {"duration_ms": round((now - self.requested_at) * 1000)}
+        if self.first_token_at is not None:
+            timings["ttft_ms"] = round((self.first_token_at - self.requested_at) * 1000)
+        return timings
 
     async def _finish(self) -> None:
-        """Write the final row first, then tell the sockets (never the other way round)."""
+        """Write the end (with usage) first, then tell the sockets (never the other way round)."""
         outcome = self._outcome()
         text = self.text()
+        timings = self._timings(asyncio.get_running_loop().time())
         attempts = len(FINAL_WRITE_DELAYS) + 1
         for attempt in range(attempts):
             try:
-                exists = await actions.in_thread(actions.finish_reply)(
-                    self.reply_id, text=text, usage=self.usage, **outcome
-                )
-                break
+                await broadcast.act(replies.finish_reply, self.reply_id, self.run_id, text=text,
+                                    usage=self.usage, **outcome, **timings)
+                self.publishing.worked()
+                return
+            except broadcast.Unavailable as unsent:
+                # Written; the end frame could not be sent (Redis is down): keep trying to send it.
+                await self._send_end(unsent.pending)
+                return
             except Exception:
                 log.exception("saving the end of reply %s failed (attempt %d of %d)",
                               self.message_id, attempt + 1, attempts)
                 if attempt < len(FINAL_WRITE_DELAYS):
                     await asyncio.sleep(FINAL_WRITE_DELAYS[attempt])
-        else:
-            # The lease will pass and the row be marked interrupted with the text last
-            # flushed. Say so, rather than a `done` the database does not know of.
-            log.error(
-                "reply %s could not be saved: the database did not answer %d attempts; %d of its %d "
-                "characters are in the row, which becomes interrupted when its lease passes",
-                self.message_id, attempts, self.saved_length, len(text),
-            )
-            await self._announce_end({
-                "type": "error",
-                "code": "interrupted",
-                "message": "The reply could not be saved because the database was unavailable; "
-                           "the text saved before that is kept.",
-                "message_id": self.message_id,
-            }, self.saved_length)
-            return
-        if not exists:
-            return  # the conversation was deleted while the reply streamed
-        if outcome["status"] == Message.Status.ERROR:
-            frame = {
-                "type": "error",
-                "code": outcome["error_code"],
-                "message": outcome["error_message"],
-                "message_id": self.message_id,
-            }
-        else:
-            frame = {
-                "type": "done",
-                "message_id": self.message_id,
-                "status": outcome["status"],
-                "finish_reason": outcome["finish_reason"] or None,
-                "usage": self.usage,
-            }
-        await self._announce_end(frame, len(text))
+        # The lease will pass and a sweep mark the row interrupted with the text last
+        # flushed. Say so, rather than a `done` the database does not know of.
+        log.error(
+            "reply %s could not be saved: the database did not answer %d attempts; %d of its %d "
+            "characters are in the row, which becomes interrupted when its lease passes",
+            self.message_id, attempts, self.saved_length, len(text),
+        )
+        frame = errors.frame("interrupted", {"reason": "not_saved"}, message_id=self.message_id)
+        event = broadcast.frame_event(frame, message_id=self.message_id, length=self.saved_length)
+        await self._send_end([(broadcast.conversation_group(self.conversation_id), event)])
 
-    async def _announce_end(self, frame: dict, length: int) -> None:
-        """Publish the end frame; `length` is the stored text's, for sockets that missed deltas."""
+    async def _send_end(self, events: list[tuple[str, dict]]) -> None:
+        """Send the end frame, retried: without it tabs wait until their stall check asks the database."""
         for attempt in range(len(FINAL_WRITE_DELAYS) + 1):
             try:
-                await events.publish_frame(self.conversation_id, frame, message_id=self.message_id, length=length)
+                await broadcast.send_all(events)
                 self.publishing.worked()
                 return
-            except Exception as error:
-                # Without this frame, tabs would wait for an end that is already stored
-                # (until their stall check asks the database: consumers.py).
+            except broadcast.Unavailable as error:
+                events = error.pending
                 self.publishing.failed(error, "announcing the end is retried")
                 if attempt < len(FINAL_WRITE_DELAYS):
                     await asyncio.sleep(FINAL_WRITE_DELAYS[attempt])

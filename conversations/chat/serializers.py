@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conversations.chat import errors
 from conversations.models import Conversation, Message
 
 
@@ -19,7 +20,9 @@ def message_dict(message: Message) -> dict:
         data["finish_reason"] = message.finish_reason or None
         data["usage"] = message.usage
     if message.error_code:
-        data["error"] = {"code": message.error_code, "message": message.error_message}
+        # The words in the active language; the code and detail for a client's own words.
+        data["error"] = {"code": message.error_code, "message": errors.describe(message.error_code, message.error_detail),
+                         "detail": message.error_detail or {}}
     return data
 
 

@@ -1,9 +1,8 @@
 """What a member can do in a conversation, as async calls for any edge.
 
-Each call runs its database transaction in a worker thread, announces the
-committed rows to every socket of the conversation, then starts the reply.
-The websocket consumer (and later the member API) only translate to and from
-these calls; exceptions from `actions` say what went wrong.
+Each call runs its transaction in a worker thread (chat/broadcast.act), which
+sends what the write announced once it committed, then starts the reply.
+The websocket consumer only translates frames to and from these calls.
 
 A turn, once asked for, is carried out to the end even if the socket that
 asked goes away half-way: otherwise a reply row committed by the worker
@@ -18,21 +17,25 @@ import uuid
 
 from django.conf import settings
 
-from conversations.chat import actions, events, generation
-from conversations.chat.actions import Busy, Invalid, NotFound  # noqa: F401  (re-exported for the edges)
-from conversations.chat.events import Unavailable  # noqa: F401  (the channel layer is down: raised after the rows are stored)
+from conversations.chat import broadcast, generation, snapshots, turns
+from conversations.chat.access import NotFound, get_conversation
+from conversations.chat.broadcast import Unavailable
+from conversations.chat.threads import in_thread
+from conversations.chat.turns import Busy, Invalid
 from conversations.upstream import netguard
+
+__all__ = ["Busy", "Invalid", "NotFound", "Unavailable"]  # what the edges catch
 
 log = logging.getLogger(__name__)
 
 _turns: set[asyncio.Task] = set()  # turns under way, whoever asked for them
 
 
-async def _turn(action, *args) -> actions.Turn:
-    """Run `action` in a worker thread, then announce its rows and start its reply.
+async def _turn(action, *args) -> turns.Turn:
+    """Run `action`, announce its rows and start its reply, as a task of its own.
 
-    It runs as its own task, shielded from the caller's cancellation: a socket
-    that closes while the transaction commits must not leave the reply unstarted.
+    Shielded from the caller's cancellation: a socket that closes while the
+    transaction commits must not leave the reply unstarted.
     """
     task = asyncio.get_running_loop().create_task(_carry_out(action, *args))
     _turns.add(task)
@@ -54,41 +57,34 @@ def pending_turns() -> list[asyncio.Task]:
     return list(_turns)
 
 
-async def _carry_out(action, *args) -> actions.Turn:
-    turn = await actions.in_thread(action)(*args)
-    if turn.duplicate:
-        return turn
+async def _carry_out(action, *args) -> turns.Turn:
     try:
-        for message in turn.announce:
-            streaming = message["status"] == "streaming"
-            await events.publish_frame(
-                turn.conversation_id,
-                {"type": "message", "message": message},
-                message_id=message["id"] if streaming else None,
-                streaming=streaming,
-            )
-        if turn.title:
-            await events.publish_frame(turn.conversation_id, {"type": "title", "title": turn.title})
-    finally:
-        if turn.reply is not None:
-            generation.start(turn)  # the row exists: something must finish it
+        turn = await broadcast.act(action, *args)
+    except Unavailable as error:
+        # Stored, not announced (Redis is down): the reply still runs; the tabs catch up later.
+        if error.result is not None and error.result.reply is not None:
+            generation.start(error.result)
+        raise
+    if turn.reply is not None:
+        generation.start(turn)  # the row exists: something must finish it
     return turn
 
 
-async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> actions.Turn:
+async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> turns.Turn:
     """Store the member's message and start a reply (a resent client_id does nothing)."""
     await _check_image_hosts(parts)
-    return await _turn(actions.start_turn, user, conversation_id, text, parts, client_id)
+    return await _turn(turns.ask, user, conversation_id, text, parts, client_id)
 
 
-async def regenerate(user, conversation_id, message_id: uuid.UUID | None) -> actions.Turn:
-    return await _turn(actions.regenerate, user, conversation_id, message_id)
+async def regenerate(user, conversation_id, message_id: uuid.UUID | None,
+                     client_id: uuid.UUID | None = None) -> turns.Turn:
+    return await _turn(turns.regenerate, user, conversation_id, message_id, client_id)
 
 
 async def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | None,
-               client_id: uuid.UUID | None) -> actions.Turn:
+               client_id: uuid.UUID | None) -> turns.Turn:
     await _check_image_hosts(parts)
-    return await _turn(actions.edit, user, conversation_id, message_id, text, parts, client_id)
+    return await _turn(turns.edit, user, conversation_id, message_id, text, parts, client_id)
 
 
 async def _check_image_hosts(parts: list | None) -> None:
@@ -120,32 +116,32 @@ async def _check_image_hosts(parts: list | None) -> None:
 
 async def stop(user, conversation_id) -> bool:
     """Ask the streaming reply, on whichever process runs it, to stop."""
-    reply_id = await actions.in_thread(actions.streaming_reply_id)(user, conversation_id)
+    reply_id = await in_thread(snapshots.streaming_reply_id)(user, conversation_id)
     if reply_id is None:
         return False
     # Unavailable when Redis is down: the socket is closed with 1013 (try again later).
-    await events.group_send(
-        events.control_group(conversation_id), {"type": "reply.stop", "message_id": str(reply_id)}
+    await broadcast.group_send(
+        broadcast.control_group(conversation_id), {"type": "reply.stop", "message_id": str(reply_id)}
     )
     return True
 
 
 async def request_sync(conversation_id, reply_channel: str) -> None:
     """Ask the streaming reply to send its text so far to one socket's channel (or raise Unavailable)."""
-    await events.group_send(
-        events.control_group(conversation_id), {"type": "reply.sync", "reply_channel": reply_channel}
+    await broadcast.group_send(
+        broadcast.control_group(conversation_id), {"type": "reply.sync", "reply_channel": reply_channel}
     )
 
 
 async def snapshot(user, conversation_id) -> dict:
-    return await actions.in_thread(actions.snapshot)(user, conversation_id)
+    return await in_thread(snapshots.snapshot)(user, conversation_id)
 
 
 async def check_access(user, conversation_id) -> None:
     """Raise NotFound unless the member owns the conversation."""
-    await actions.in_thread(actions.get_conversation)(user, conversation_id)
+    await in_thread(get_conversation)(user, conversation_id)
 
 
 async def message_text(user, message_id) -> str:
     """The stored text of one of the member's messages ('' if not theirs)."""
-    return await actions.in_thread(actions.message_text)(user, message_id)
+    return await in_thread(snapshots.message_text)(user, message_id)

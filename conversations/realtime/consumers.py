@@ -1,46 +1,48 @@
-"""The websocket edge of a conversation: auth, ownership, frames, fan-out.
+"""The websocket edges: a conversation's socket, and a member's socket for pages without one.
 
 No business logic lives here: frames are validated by `frames`, actions are
-done by `chat`, and replies stream from `generation`, which outlives this
-socket. What the consumer owns is the exactness of what one tab sees: it
-tracks how many characters of each streaming reply it has forwarded, so a
-tab that connects mid-reply gets a snapshot and then every character once.
+done by `chat.service`, replies stream from `chat.generation` (which
+outlives any socket), and what one tab has seen is `delivery.Delivery`'s to
+decide. A consumer authenticates, checks ownership, translates frames, and
+carries out the delivery's commands.
+
+Every socket of a member joins the member's group: it hears when one of the
+member's conversations is created, changed or deleted (member frames, sent on
+the socket it has), and is re-checked at once when the member signs out,
+changes password or is deactivated.
 
 Outages (docs/protocol.md): a socket that cannot reach the channel layer
 (Redis down) when it connects or acts is closed with 1013, try again later.
-A socket that stays open through a Redis restart has lost frames: a gap in a
-reply's offsets makes it ask the reply for its text, an end frame whose
-length is beyond what it forwarded makes it send the rest from the row, and a
-reply it has heard nothing of for STALL_SECONDS (or a sync nobody answered)
-makes it ask the database, then start again from a fresh snapshot if the
-reply ended meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from conversations.accounts.sessions import session_digest, still_signed_in
+from conversations.chat import errors
 from conversations.chat import service as chat
-from conversations.chat.events import LAYER_ERRORS, conversation_group, encode, member_group
+from conversations.chat.broadcast import LAYER_ERRORS, conversation_group, encode, member_group
+from conversations.chat.threads import in_thread
+from conversations.models import Member
 from conversations.outages import (
     DATABASE_OUTAGE_ERRORS,
     SOCKET_REASONS,
     TRY_AGAIN_LATER_CLOSE_CODE,
     warn_now_and_then,
 )
+from conversations.realtime.delivery import WATCH_SECONDS, Delivery
 from conversations.realtime.frames import FrameError, parse_frame
+from conversations.realtime.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-SYNC_TIMEOUT_SECONDS = 3.0
-STALL_SECONDS = 10.0  # nothing heard of a streaming reply this long: ask the database about it
 NOT_FOUND_CLOSE_CODE = 4404
 SIGNED_OUT_CLOSE_CODE = 4401
 
@@ -52,14 +54,18 @@ def _log_unavailable(where: str) -> None:
     )
 
 
-class ConversationConsumer(AsyncWebsocketConsumer):
+class MemberSocket(AsyncWebsocketConsumer):
+    """What every socket of a member does: sign-in checks, the member group, member frames, outages."""
+
+    groups_joined: list[str]
+
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         except DATABASE_OUTAGE_ERRORS:
             # Postgres is down: leave the groups; outages.py closes the socket with 1013.
-            if getattr(self, "group", None) is not None or getattr(self, "member_group", None) is not None:
-                await self._discard_group()
+            if getattr(self, "groups_joined", None):
+                await self._leave_groups()
             raise
         except LAYER_ERRORS:
             if hasattr(self, "channel_name"):
@@ -86,31 +92,154 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
         Channels does that before every handler, through the one database
         thread: a thread hop for every delta, queued behind every transaction.
-        Every database call here goes through database_sync_to_async, which
-        closes stale connections in its own thread anyway.
+        Every database call here goes through a worker thread, which closes
+        stale connections in its own thread anyway.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def connect(self) -> None:
+    def _start(self) -> bool:
+        """Read the handshake's member; False (refused before the handshake completes) if anonymous."""
         self.user = self.scope.get("user")
         session = self.scope.get("session")
         self.session_key = session.session_key if session is not None else None
-        self.group = None
-        self.member_group = None
-        self.forwarded: dict[str, int] = {}  # streaming message id -> characters sent
-        self.pending_snapshot: dict | None = None  # waiting for the reply's text so far
-        self.buffered: list[dict] = []
-        self.sync_timer: asyncio.Task | None = None
-        self.resyncing: dict[str, list[dict]] = {}  # message id -> deltas held until its sync
-        self.watch: asyncio.Task | None = None  # see _watch
-        self.watch_sending = False
-        self.heard_at = self.asked_at = asyncio.get_running_loop().time()
-        if self.user is None or not self.user.is_authenticated:
+        self.groups_joined = []
+        self.conversation_id = None
+        self.bucket = TokenBucket(settings.WS_FRAMES_PER_SECOND, settings.WS_FRAME_BURST, self._now())
+        return self.user is not None and self.user.is_authenticated
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _join(self, *groups: str) -> bool:
+        """Join the groups (the member's, then the conversation's); close with 1013 if Redis is down."""
+        try:
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups_joined.append(group)
+        except LAYER_ERRORS:
+            await self.accept()
+            await self._unavailable("joining a conversation")
+            return False
+        return True
+
+    @property
+    def listening(self) -> bool:
+        return bool(self.groups_joined)
+
+    async def disconnect(self, code) -> None:
+        await self._leave_groups()
+
+    async def _leave_groups(self) -> None:
+        joined, self.groups_joined = self.groups_joined, []
+        for name in joined:
+            try:
+                await self.channel_layer.group_discard(name, self.channel_name)
+            except LAYER_ERRORS:
+                pass  # Redis is down: its subscription went with it
+
+    async def _unavailable(self, where: str) -> None:
+        """The channel layer is down: closed with 1013; the page reconnects and gets a fresh snapshot."""
+        _log_unavailable(where)
+        await self._leave_groups()
+        await self.close(code=TRY_AGAIN_LATER_CLOSE_CODE, reason=SOCKET_REASONS["channel layer"])
+
+    async def _error(self, code: str, detail: dict | None = None, message_id: str | None = None,
+                     text: str | None = None) -> None:
+        await self.send(text_data=encode(errors.frame(code, detail, message_id=message_id, text=text)))
+
+    async def _refuse(self, reason: str | None = None) -> None:
+        await self._error("not_found", {"reason": reason} if reason else None)
+        await self._leave(NOT_FOUND_CLOSE_CODE)
+
+    async def _signed_out(self) -> None:
+        # not_found, as for a deactivated member: nothing here is this socket's any more;
+        # the close code tells the page to sign in again.
+        await self._error("not_found", {"reason": "signed_out"})
+        await self._leave(SIGNED_OUT_CLOSE_CODE)
+
+    async def _leave(self, code: int) -> None:
+        """Stop hearing anything, then close."""
+        await self._leave_groups()
+        await self.close(code=code)
+
+    async def _still_allowed(self, session_ended: bool = False) -> bool:
+        """Whether this socket's session still signs its member in; if not, refuse and close."""
+        if not session_ended and await still_signed_in(self.session_key, self.user):
+            return True
+        if self.conversation_id is not None:
+            try:
+                await chat.check_access(self.user, self.conversation_id)
+            except chat.NotFound:
+                await self._refuse()  # deactivated: 4404
+                return False
+        elif not await self._still_active():
+            await self._refuse()
+            return False
+        await self._signed_out()
+        return False
+
+    async def _still_active(self) -> bool:
+        return await in_thread(Member.objects.filter(pk=self.user.pk, is_active=True).exists)()
+
+    async def _frame_allowed(self) -> bool:
+        """The rate limit, then the session: False when the frame must be dropped."""
+        if not self.listening:
+            return False
+        if not self.bucket.take(self._now()):
+            if self.bucket.refused_in_a_row == 1:
+                await self._error("rate_limited", {"reason": "frames", "retry_after": self.bucket.retry_after()})
+            return False
+        # The handshake's sign-in may have ended since (signed out, password changed,
+        # deactivated): ask the session store again, once per frame.
+        return await self._still_allowed()
+
+    # From the member's group
+
+    async def member_check(self, event) -> None:
+        """The member signed out somewhere, or was saved (password, deactivation)."""
+        if not self.listening:
+            return
+        ended = event.get("ended_session")
+        await self._still_allowed(session_ended=ended is not None and ended == session_digest(self.session_key))
+
+    async def member_frame(self, event) -> None:
+        """One of the member's conversations was created, changed or deleted."""
+        if not self.listening:
+            return
+        await self.send(text_data=event["frame"])
+        if event.get("closes") and event.get("conversation_id") == str(self.conversation_id):
+            await self._refuse("deleted")
+
+
+class MemberConsumer(MemberSocket):
+    """`/ws/member/`: the member frames alone, for a page with no conversation open (a new chat)."""
+
+    async def connect(self) -> None:
+        if not self._start():
+            await self.close()
+            return
+        if await self._join(member_group(self.user.pk)):
+            await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if await self._frame_allowed():
+            await self._error("invalid", text="This socket takes no frames.")
+
+
+class ConversationConsumer(MemberSocket):
+    """`/ws/conversations/<id>/`: a snapshot, then every change and every character of its replies."""
+
+    async def connect(self) -> None:
+        if not self._start():
             await self.close()  # refused before the handshake completes
             return
+        self.delivery = Delivery(self._now())
+        self.watch: asyncio.Task | None = None
+        self.watch_sending = False
         try:
             self.conversation_id = uuid.UUID(self.scope["url_route"]["kwargs"]["conversation_id"])
             await chat.check_access(self.user, self.conversation_id)
@@ -119,119 +248,42 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._refuse()
             return
         # Join before reading the snapshot, so nothing falls between the two.
-        self.group = conversation_group(self.conversation_id)
-        try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
-            self.member_group = member_group(self.user.pk)  # told when the member signs out
-            await self.channel_layer.group_add(self.member_group, self.channel_name)
-        except LAYER_ERRORS:
-            await self.accept()
-            await self._unavailable("joining a conversation")
+        if not await self._join(member_group(self.user.pk), conversation_group(self.conversation_id)):
             return
         await self.accept()
-        await self._send_snapshot()
+        await self._resnapshot()
 
     async def disconnect(self, code) -> None:
-        if self.sync_timer is not None:
-            self.sync_timer.cancel()
         if self.watch is not None and not self.watch_sending:
             self.watch.cancel()  # asleep: never cut a Redis call mid-flight
-        await self._discard_group()
-
-    async def _discard_group(self) -> None:
-        group, self.group = self.group, None
-        member, self.member_group = self.member_group, None
-        for name in (group, member):
-            if name is not None:
-                try:
-                    await self.channel_layer.group_discard(name, self.channel_name)
-                except LAYER_ERRORS:
-                    pass  # Redis is down: its subscription went with it
-
-    async def _unavailable(self, where: str) -> None:
-        """The channel layer is down: this socket cannot hear its conversation.
-
-        Closed with 1013 (try again later): the page reconnects and gets a
-        fresh snapshot, which has whatever was stored meanwhile.
-        """
-        _log_unavailable(where)
-        await self._discard_group()
-        await self.close(code=TRY_AGAIN_LATER_CLOSE_CODE, reason=SOCKET_REASONS["channel layer"])
-
-    async def _refuse(self) -> None:
-        await self._error("not_found", "No such conversation.")
-        await self._leave(NOT_FOUND_CLOSE_CODE)
-
-    async def _signed_out(self) -> None:
-        # not_found, as for a deactivated member: the conversation is no longer
-        # this socket's; the close code tells the page to sign in again.
-        await self._error("not_found", "You are signed out: sign in again to continue.")
-        await self._leave(SIGNED_OUT_CLOSE_CODE)
-
-    async def _leave(self, code: int) -> None:
-        """Stop hearing the conversation, then close."""
-        await self._discard_group()
-        await self.close(code=code)
-
-    async def _error(self, code: str, message: str, message_id: str | None = None) -> None:
-        frame = {"type": "error", "code": code, "message": message}
-        if message_id:
-            frame["message_id"] = message_id
-        await self.send(text_data=encode(frame))
+        await super().disconnect(code)
 
     # Client -> server
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
-        if self.group is None:
-            return
-        # The handshake's sign-in may have ended since (signed out, password
-        # changed, deactivated): ask the session store again, once per frame.
-        if not await self._still_allowed():
+        if not await self._frame_allowed():
             return
         if text_data is None:
-            await self._error("invalid", "Only JSON text frames are accepted.")
+            await self._error("invalid", text="Only JSON text frames are accepted.")
             return
         try:
             frame = parse_frame(text_data)
         except FrameError as error:
-            await self._error(error.code, error.message)
+            await self._error(error.code, error.detail, text=error.message)
             return
         try:
-            await self._dispatch(frame)
-        except chat.Busy:
-            await self._error("busy", "A reply is still streaming in this conversation: wait for it or stop it.")
+            await self._act(frame)
+        except chat.Busy as busy:
+            await self._error("busy", {"reason": busy.reason} if busy.reason else None)
         except chat.Invalid as error:
-            await self._error("invalid", str(error))
+            await self._error("invalid", text=str(error))
         except chat.NotFound:
             try:
                 await chat.check_access(self.user, self.conversation_id)
             except chat.NotFound:
                 await self._refuse()
                 return
-            await self._error("not_found", "No such message in this conversation.")
-
-    async def _still_allowed(self, session_ended: bool = False) -> bool:
-        """Whether this socket's session still signs its member in; if not, refuse and close."""
-        if not session_ended and await still_signed_in(self.session_key, self.user):
-            return True
-        try:
-            await chat.check_access(self.user, self.conversation_id)
-        except chat.NotFound:
-            await self._refuse()  # deactivated: 4404
-        else:
-            await self._signed_out()
-        return False
-
-    async def member_check(self, event) -> None:
-        """The member signed out somewhere, or was saved (password, deactivation)."""
-        if self.group is None:
-            return
-        ended = event.get("ended_session")
-        await self._still_allowed(session_ended=ended is not None and ended == session_digest(self.session_key))
-
-    async def _dispatch(self, frame) -> None:
-        try:
-            await self._act(frame)
+            await self._error("not_found", {"reason": "message"})
         except chat.Unavailable:
             # What was asked is stored and its reply runs; the sockets could not be told.
             await self._unavailable(f"a {frame.type} frame")
@@ -244,212 +296,30 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 self.user, self.conversation_id, frame.message_id, frame.text, frame.parts, frame.client_id
             )
         elif frame.type == "regenerate":
-            turn = await chat.regenerate(self.user, self.conversation_id, frame.message_id)
+            turn = await chat.regenerate(self.user, self.conversation_id, frame.message_id, frame.client_id)
         else:
             await chat.stop(self.user, self.conversation_id)
             return
         if turn.duplicate:
             # Already stored: tell only this tab, which is retrying.
-            for message in turn.announce:
+            for message in turn.existing:
                 await self.send(text_data=encode({"type": "message", "message": message}))
 
-    # Snapshot, then exact continuation
-
-    async def _send_snapshot(self) -> None:
-        try:
-            snapshot = await chat.snapshot(self.user, self.conversation_id)
-        except chat.NotFound:
-            await self._refuse()
-            return
-        active = snapshot["active"]
-        if active is None:
-            await self.send(text_data=encode(snapshot))
-            return
-        # The row's text may be a second old: ask the reply itself for its text so far.
-        self.pending_snapshot = snapshot
-        self.buffered = []
-        self.asked_at = asyncio.get_running_loop().time()
-        self._ensure_watch()
-        try:
-            await chat.request_sync(self.conversation_id, self.channel_name)
-        except chat.Unavailable:
-            # Nobody can answer now: send the row's text; what follows it comes by resync.
-            self.pending_snapshot = None
-            self.forwarded[active["id"]] = len(active["content"])
-            await self.send(text_data=encode(snapshot))
-            return
-        self.sync_timer = asyncio.create_task(self._sync_timeout())
-
-    async def _sync_timeout(self) -> None:
-        await asyncio.sleep(SYNC_TIMEOUT_SECONDS)
-        try:
-            await self.channel_layer.send(self.channel_name, {"type": "snapshot.timeout"})
-        except LAYER_ERRORS:
-            pass  # the layer is down; _watch asks again once it is back
-
-    async def snapshot_timeout(self, event) -> None:
-        """No reply answered (its process may have died): send what the database has."""
-        if self.pending_snapshot is None or self.group is None:
-            return
-        self.pending_snapshot = None
-        self.buffered = []
-        self.sync_timer = None
-        try:
-            snapshot = await chat.snapshot(self.user, self.conversation_id)
-        except chat.NotFound:  # deleted, or the member deactivated, while it waited
-            await self._refuse()
-            return
-        if snapshot["active"] is not None:
-            self.forwarded[snapshot["active"]["id"]] = len(snapshot["active"]["content"])
-        await self.send(text_data=encode(snapshot))
-
-    async def reply_sync(self, event) -> None:
-        if self.group is None:
-            return  # refused: nothing more for this socket
-        message_id, text = event["message_id"], event["text"]
-        pending = self.pending_snapshot
-        if pending is not None and pending["active"]["id"] == message_id:
-            pending["active"]["content"] = text  # the same dict as in pending["messages"]
-            self.pending_snapshot = None
-            if self.sync_timer is not None:
-                self.sync_timer.cancel()
-                self.sync_timer = None
-            self.forwarded[message_id] = len(text)
-            await self.send(text_data=encode(pending))
-            buffered, self.buffered = self.buffered, []
-            for queued in buffered:
-                await self._handle(queued)
-            return
-        if message_id in self.resyncing:
-            held = self.resyncing.pop(message_id)
-            await self._catch_up(message_id, text)
-            for queued in held:
-                await self._delta(queued)
-
-    # Server -> client (from the conversation's group)
-
-    # Events already on their way when the socket left its group are dropped.
+    # Server -> client: the delivery decides, the consumer carries out
 
     async def reply_frame(self, event) -> None:
-        if self.group is not None:
-            await self._handle(event)
+        if self.listening:
+            await self._carry_out(self.delivery.event(event, self._now()))
 
-    async def reply_delta(self, event) -> None:
-        if self.group is not None:
-            await self._handle(event)
+    reply_delta = reply_frame
 
-    async def _handle(self, event) -> None:
-        self.heard_at = asyncio.get_running_loop().time()
-        self._ensure_watch()
-        if self.pending_snapshot is not None:
-            if event["type"] == "reply.frame" and event["message_id"] == self.pending_snapshot["active"]["id"] \
-                    and not event["streaming"]:
-                # The reply ended before it could answer: the database has it all now.
-                self.pending_snapshot = None
-                if self.sync_timer is not None:
-                    self.sync_timer.cancel()
-                    self.sync_timer = None
-                await self._send_snapshot()
-            else:
-                self.buffered.append(event)
-            return
-        if event["type"] == "reply.frame":
-            message_id = event["message_id"]
-            if message_id is not None:
-                if event["streaming"]:
-                    self.forwarded.setdefault(message_id, 0)
-                else:
-                    known = self.forwarded.get(message_id)
-                    if message_id in self.resyncing or (known is not None and known < event.get("length", known)):
-                        # It ended while this socket was catching up, or after deltas this
-                        # socket never got (Redis restarted): the row is final, send the rest.
-                        self.resyncing.pop(message_id, None)
-                        try:
-                            await self._catch_up(message_id, await chat.message_text(self.user, message_id))
-                        except DATABASE_OUTAGE_ERRORS:
-                            log.warning("a socket could not catch up on reply %s (database unavailable)", message_id)
-                    self.forwarded.pop(message_id, None)
-            await self.send(text_data=event["frame"])
-            return
-        await self._delta(event)
-
-    async def _delta(self, event) -> None:
-        message_id, offset, length = event["message_id"], event["offset"], event["length"]
-        if message_id in self.resyncing:
-            self.resyncing[message_id].append(event)
-            return
-        known = self.forwarded.get(message_id)
-        if known is None:
-            # A reply this socket never heard start: its `message` frame was lost (Redis
-            # was down). Deltas cannot rebuild that: start again from a snapshot.
-            await self._resnapshot()
-            return
-        if known == offset:
-            self.forwarded[message_id] = offset + length
-            await self.send(text_data=event["frame"])
-        elif offset + length <= known:
-            return  # already forwarded (it was in the snapshot)
-        elif offset < known:
-            content = json.loads(event["frame"])["content"]
-            await self._forward_delta(message_id, known, content[known - offset:])
-        else:
-            # A gap: this socket missed a delta (its queue overflowed, or Redis restarted).
-            # Ask the reply for its text; _watch asks again if no answer comes.
-            self.resyncing[message_id] = [event]
-            self.asked_at = asyncio.get_running_loop().time()
-            try:
-                await chat.request_sync(self.conversation_id, self.channel_name)
-            except chat.Unavailable:
-                pass
-
-    async def _resnapshot(self) -> None:
-        """Start again from the database: this socket missed what it cannot rebuild."""
-        self.forwarded.clear()
-        self.resyncing.clear()
-        await self._send_snapshot()
-
-    # Not left waiting: frames lost while Redis restarted
-
-    def _following(self) -> bool:
-        return bool(self.forwarded or self.resyncing) or self.pending_snapshot is not None
-
-    def _ensure_watch(self) -> None:
-        if (self.watch is None or self.watch.done()) and self._following():
-            self.watch = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        """While this socket follows a streaming reply, see that it hears its end.
-
-        A reply heard of for STALL_SECONDS, or a sync request unanswered for
-        SYNC_TIMEOUT_SECONDS, sends this socket a `reply.check` through its own
-        channel, so the check runs in turn with every other event of the socket.
-        """
-        loop = asyncio.get_running_loop()
-        while self.group is not None and self._following():
-            await asyncio.sleep(min(STALL_SECONDS, SYNC_TIMEOUT_SECONDS) / 2)
-            now = loop.time()
-            waiting = (self.resyncing or self.pending_snapshot is not None) \
-                and now - self.asked_at >= SYNC_TIMEOUT_SECONDS
-            if self.group is None or not (waiting or now - self.heard_at >= STALL_SECONDS):
-                continue
-            self.heard_at = self.asked_at = now
-            self.watch_sending = True
-            try:
-                await self.channel_layer.send(self.channel_name, {"type": "reply.check"})
-            except LAYER_ERRORS:
-                pass  # the layer is down: nothing can be heard; try again at the next tick
-            finally:
-                self.watch_sending = False
+    async def reply_sync(self, event) -> None:
+        if self.listening:
+            await self._carry_out(self.delivery.sync_answer(event["message_id"], event["text"], self._now()))
 
     async def reply_check(self, event) -> None:
-        """Ask the database what became of the reply this socket is waiting on."""
-        if self.group is None:
-            return
-        if self.pending_snapshot is not None:
-            await self.snapshot_timeout(event)
-            return
-        followed = set(self.forwarded) | set(self.resyncing)
-        if not followed:
+        """The watch found a reply overdue: ask the database what became of it."""
+        if not self.listening:
             return
         try:
             snapshot = await chat.snapshot(self.user, self.conversation_id)
@@ -459,26 +329,59 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except DATABASE_OUTAGE_ERRORS:
             log.warning("checking on a reply for a socket failed (database unavailable); retrying later")
             return
-        active = snapshot["active"]
-        if followed - {active["id"] if active else None}:
-            # A reply it follows ended (or its process died) while its frames were lost.
-            await self._resnapshot()
-            return
-        # Still streaming, quiet or unheard: ask it for its text (answered if it lives).
-        self.resyncing.setdefault(active["id"], [])
-        self.asked_at = asyncio.get_running_loop().time()
+        await self._carry_out(self.delivery.checked(snapshot, self._now()))
+
+    async def _resnapshot(self) -> None:
         try:
-            await chat.request_sync(self.conversation_id, self.channel_name)
-        except chat.Unavailable:
-            pass
+            snapshot = await chat.snapshot(self.user, self.conversation_id)
+        except chat.NotFound:  # deleted, or the member deactivated, meanwhile
+            await self._refuse()
+            return
+        await self._carry_out(self.delivery.snapshot(snapshot, self._now()))
 
-    async def _catch_up(self, message_id: str, text: str) -> None:
-        known = self.forwarded.get(message_id, 0)
-        if len(text) > known:
-            await self._forward_delta(message_id, known, text[known:])
+    async def _carry_out(self, commands: list[tuple]) -> None:
+        for command in commands:
+            if not self.listening:
+                return
+            kind = command[0]
+            if kind == "send":
+                await self.send(text_data=command[1])
+            elif kind == "sync":
+                try:
+                    await chat.request_sync(self.conversation_id, self.channel_name)
+                except chat.Unavailable:
+                    await self._carry_out(self.delivery.sync_failed())
+            elif kind == "snapshot":
+                await self._resnapshot()
+            elif kind == "catch_up":
+                _kind, message_id, then = command
+                try:
+                    text = await chat.message_text(self.user, message_id)
+                except DATABASE_OUTAGE_ERRORS:
+                    log.warning("a socket could not catch up on reply %s (database unavailable)", message_id)
+                    text = ""
+                await self._carry_out([*self.delivery.caught_up(message_id, text), ("send", then)])
+            elif kind == "check":
+                await self.reply_check({})
+        self._ensure_watch()
 
-    async def _forward_delta(self, message_id: str, offset: int, content: str) -> None:
-        self.forwarded[message_id] = offset + len(content)
-        await self.send(
-            text_data=encode({"type": "delta", "message_id": message_id, "offset": offset, "content": content})
-        )
+    # Not left waiting: frames lost while Redis restarted
+
+    def _ensure_watch(self) -> None:
+        if (self.watch is None or self.watch.done()) and self.delivery.following():
+            self.watch = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """While the tab follows a reply, tick the delivery through this socket's own channel,
+        so a check runs in turn with every other event of the socket."""
+        while self.listening and self.delivery.following():
+            await asyncio.sleep(WATCH_SECONDS)
+            if not self.listening or not self.delivery.tick(self._now()):
+                continue
+            self.watch_sending = True
+            try:
+                await self.channel_layer.send(self.channel_name, {"type": "reply.check"})
+            except LAYER_ERRORS:
+                pass  # the layer is down: nothing can be heard; try again at the next tick
+            finally:
+                self.watch_sending = False

@@ -19,10 +19,11 @@ MAX_PARTS = 20
 
 
 class FrameError(Exception):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, detail: dict | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail
 
 
 @dataclass
@@ -37,7 +38,7 @@ class ClientFrame:
 def parse_frame(raw: str) -> ClientFrame:
     limit = settings.WS_MAX_FRAME_BYTES
     if len(raw) > limit or len(raw.encode("utf-8", "surrogatepass")) > limit:
-        raise FrameError("too_large", f"Frames are limited to {limit} bytes.")
+        raise FrameError("too_large", f"Frames are limited to {limit} bytes.", {"reason": "frame", "limit": limit})
     try:
         data = json.loads(raw)
     except ValueError:
@@ -51,7 +52,7 @@ def parse_frame(raw: str) -> ClientFrame:
     if kind == "stop":
         return ClientFrame("stop")
     if kind == "regenerate":
-        return ClientFrame("regenerate", message_id=_uuid(data, "message_id"))
+        return ClientFrame("regenerate", message_id=_uuid(data, "message_id"), client_id=_uuid(data, "client_id"))
     if kind == "edit":
         message_id = _uuid(data, "message_id")
         if message_id is None:
@@ -83,12 +84,14 @@ def clean_content(content) -> tuple[str, list | None]:
         if not content.strip():
             raise FrameError("invalid", "The message is empty.")
         if len(content) > limit:
-            raise FrameError("too_large", f"Messages are limited to {limit} characters.")
+            raise FrameError("too_large", f"Messages are limited to {limit} characters.",
+                             {"reason": "message", "limit": limit})
         return content, None
     if not isinstance(content, list) or not content:
         raise FrameError("invalid", "content must be a string or a non-empty list of content parts.")
     if len(content) > MAX_PARTS:
-        raise FrameError("too_large", f"A message can have at most {MAX_PARTS} parts.")
+        raise FrameError("too_large", f"A message can have at most {MAX_PARTS} parts.",
+                         {"reason": "parts", "limit": MAX_PARTS})
     parts, texts = [], []
     for part in content:
         if not isinstance(part, dict):
@@ -107,7 +110,8 @@ def clean_content(content) -> tuple[str, list | None]:
             raise FrameError("invalid", "Content parts must be of type 'text' or 'image_url'.")
     text = "\n".join(texts)
     if len(text) > limit:
-        raise FrameError("too_large", f"Messages are limited to {limit} characters.")
+        raise FrameError("too_large", f"Messages are limited to {limit} characters.",
+                         {"reason": "message", "limit": limit})
     if not text.strip() and not any(p["type"] == "image_url" for p in parts):
         raise FrameError("invalid", "The message is empty.")
     return text, parts

@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import re
 import time
 import weakref
@@ -50,16 +51,25 @@ FINISH_REASON_MAX = 64  # Message.finish_reason's max_length
 
 
 class UpstreamError(Exception):
-    """A failure of the model server, already mapped to a protocol error code."""
+    """A failure of the model server, mapped to a protocol error code.
 
-    def __init__(self, code: str, message: str, *, status: int | None = None,
-                 retry_after: float | None = None, retryable: bool = False):
-        super().__init__(message)
+    `detail` says which failure it was (`reason`) and what the member's words
+    need (chat/errors.py makes them): the HTTP status, a wait, the model
+    server's own message (scrubbed of anything key-like). No English here.
+    """
+
+    def __init__(self, code: str, reason: str | None = None, *, status: int | None = None,
+                 retry_after: float | None = None, retryable: bool = False, **detail):
+        super().__init__(f"{code} ({reason or 'no reason'}{f', HTTP {status}' if status else ''})")
         self.code = code
-        self.message = message
         self.status = status
         self.retry_after = retry_after
         self.retryable = retryable
+        self.detail = {key: value for key, value in detail.items() if value not in (None, "")}
+        if reason:
+            self.detail["reason"] = reason
+        if status is not None:
+            self.detail["status"] = status
 
 
 @dataclass(slots=True)
@@ -120,7 +130,7 @@ async def stream_chat(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
             if started or wait is None:
                 raise
             attempt += 1
-            log.info("upstream %s (%s); retry %d in %.1fs", error.code, error.status, attempt, wait)
+            log.info("upstream %s; retry %d in %.1fs", error, attempt, wait)
             await asyncio.sleep(wait)
 
 
@@ -156,46 +166,32 @@ async def _stream_once(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
     except netguard.Blocked as blocked:
         raise blocked_error(blocked) from None
     except SSEError:
-        raise UpstreamError(
-            "upstream_error", "The model server answered with something other than a stream."
-        ) from None
+        raise UpstreamError("upstream_error", "not_a_stream") from None
     except httpx.ConnectTimeout:
-        raise UpstreamError(
-            "upstream_unavailable", "The model server did not accept the connection in time.",
-            retryable=True,
-        ) from None
+        raise UpstreamError("upstream_unavailable", "connect_timeout", retryable=True) from None
     except httpx.TimeoutException:
-        raise UpstreamError("timeout", "The model server stopped sending; the reply timed out.") from None
+        raise UpstreamError("timeout", "read") from None
     except httpx.ConnectError:
-        raise UpstreamError(
-            "upstream_unavailable", "Could not connect to the model server.", retryable=True
-        ) from None
+        raise UpstreamError("upstream_unavailable", "connect", retryable=True) from None
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-        raise UpstreamError(
-            "upstream_error", "The connection to the model server broke off mid-reply."
-        ) from None
+        raise UpstreamError("upstream_error", "broke_off") from None
     except httpx.HTTPError as exc:
-        raise UpstreamError(
-            "upstream_error", f"The request to the model server failed ({type(exc).__name__})."
-        ) from None
-    raise UpstreamError("upstream_error", "The model server's stream ended before the reply was complete.")
+        raise UpstreamError("upstream_error", "transport", kind=type(exc).__name__) from None
+    raise UpstreamError("upstream_error", "no_done")
 
 
 def blocked_error(blocked: netguard.Blocked) -> UpstreamError:
     """The guard refused the model server's address: a setting to change, never retried."""
-    return UpstreamError(
-        "upstream_unavailable",
-        f"The model server's address is not allowed ({blocked.reason}). {netguard.ALLOW_HINT}",
-    )
+    return UpstreamError("upstream_unavailable", "blocked", blocked=blocked.reason)
 
 
 def _json_or_error(data: str | bytes) -> dict:
     try:
         parsed = json.loads(data)
     except ValueError:
-        raise UpstreamError("upstream_error", "The model server sent a malformed chunk.") from None
+        raise UpstreamError("upstream_error", "malformed_chunk") from None
     if not isinstance(parsed, dict):
-        raise UpstreamError("upstream_error", "The model server sent a malformed chunk.")
+        raise UpstreamError("upstream_error", "malformed_chunk")
     return parsed
 
 
@@ -227,7 +223,7 @@ def _chunk_from_completion(completion: dict, endpoint: Endpoint) -> Chunk:
         choice = completion["choices"][0]
         content = choice["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise UpstreamError("upstream_error", "The model server sent an answer without choices.") from None
+        raise UpstreamError("upstream_error", "no_choices") from None
     return Chunk(
         content=content if isinstance(content, str) else "",
         finish_reason=_finish_reason(choice.get("finish_reason")) or "stop",
@@ -243,6 +239,8 @@ def error_from_response(response: httpx.Response, endpoint: Endpoint) -> Upstrea
         detail = None
     error = error_from_object(detail, response.status_code, endpoint)
     error.retry_after = _parse_retry_after(response.headers.get("retry-after"))
+    if error.code == "upstream_rate_limited" and error.retry_after is not None:
+        error.detail.update(reason="retry_after", retry_after=math.ceil(error.retry_after))
     return error
 
 
@@ -252,48 +250,28 @@ def error_from_object(detail, status: int | None, endpoint: Endpoint) -> Upstrea
         detail = {"message": detail if isinstance(detail, str) else ""}
     code = str(detail.get("code") or detail.get("type") or "")
     said = _scrub(str(detail.get("message") or ""), endpoint)
-    suffix = f": {said}" if said else "."
     retryable = status in RETRYABLE_STATUSES and code != "insufficient_quota"
 
     if status in (401, 403) or code in ("invalid_api_key", "authentication_error"):
         # Upstream auth messages can quote part of the key: never pass them on.
-        return UpstreamError(
-            "upstream_auth",
-            "The model server refused the server's credentials; an administrator must check the API key.",
-            status=status,
-        )
+        return UpstreamError("upstream_auth", status=status)
     if code == "insufficient_quota":
-        return UpstreamError("quota", "The model account has run out of quota.", status=status)
+        return UpstreamError("quota", status=status)
     if status == 413 or code == "context_length_exceeded":
-        return UpstreamError(
-            "too_large", f"The conversation is too long for this model{suffix}", status=status
-        )
+        return UpstreamError("too_large", "context", status=status, upstream_message=said)
     if status == 429 or code == "rate_limit_exceeded":
-        return UpstreamError(
-            "upstream_rate_limited", "The model server is rate limiting requests; try again shortly.",
-            status=status, retryable=retryable,
-        )
+        return UpstreamError("upstream_rate_limited", status=status, retryable=retryable, upstream_message=said)
     if status == 408:
-        return UpstreamError("timeout", "The model server timed out.", status=status, retryable=True)
+        return UpstreamError("timeout", "status", status=status, retryable=True)
     if status is not None and 300 <= status < 400:
         # Redirects are never followed: one could lead to an address the guard would refuse.
-        return UpstreamError(
-            "upstream_error",
-            f"The model server answered with a redirect (HTTP {status}), which is not followed; "
-            "an administrator must check the model server's base URL.",
-            status=status,
-        )
+        return UpstreamError("upstream_error", "redirect", status=status)
     if status is not None and status >= 500:
-        return UpstreamError(
-            "upstream_unavailable", f"The model server is unavailable (HTTP {status}).",
-            status=status, retryable=retryable,
-        )
+        return UpstreamError("upstream_unavailable", "status", status=status, retryable=retryable,
+                             upstream_message=said)
     if status is not None:
-        return UpstreamError(
-            "upstream_error", f"The model server rejected the request (HTTP {status}){suffix}",
-            status=status,
-        )
-    return UpstreamError("upstream_error", f"The model server reported an error{suffix}")
+        return UpstreamError("upstream_error", "rejected", status=status, upstream_message=said)
+    return UpstreamError("upstream_error", "reported", upstream_message=said)
 
 
 _KEY_PATTERN = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
@@ -328,11 +306,11 @@ async def list_models(endpoint: Endpoint) -> list[str]:
     except netguard.Blocked as blocked:
         raise blocked_error(blocked) from None
     except httpx.HTTPError:
-        raise UpstreamError("upstream_unavailable", "Could not reach the model server.") from None
+        raise UpstreamError("upstream_unavailable", "models") from None
     if response.status_code != 200:
         raise error_from_response(response, endpoint)
     try:
         data = response.json()["data"]
         return sorted(str(item["id"]) for item in data if isinstance(item, dict) and "id" in item)
     except (ValueError, KeyError, TypeError):
-        raise UpstreamError("upstream_error", "The model server sent an unreadable model list.") from None
+        raise UpstreamError("upstream_error", "model_list") from None

@@ -7,7 +7,6 @@ middleware); every error is JSON: {"error": {"code", "message"[, "fields"]}}.
 from __future__ import annotations
 
 import json
-import uuid
 from functools import wraps
 
 from asgiref.sync import async_to_sync
@@ -15,12 +14,13 @@ from django import forms
 from django.conf import settings
 from django.db.models import Q
 from django.http import HttpResponse, JsonResponse
-from django.utils import timezone
 from django.utils.text import slugify
 
 from conversations.chat import exports
-from conversations.chat.actions import NotFound, get_conversation
+from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.context import load_branch
+from conversations.chat.conversations import create_conversation, delete_conversation, update_conversation
+from conversations.chat.errors import describe
 from conversations.chat.params import ParamsError, clean_params
 from conversations.chat.serializers import conversation_dict, message_dict
 from conversations.models import Conversation
@@ -69,15 +69,6 @@ def require_http_methods(allowed: list[str]):
         return wrapper
 
     return decorator
-
-
-def owned_conversation(request, conversation_id) -> Conversation:
-    """The member's conversation; an id that is not a UUID is simply not found."""
-    try:
-        conversation_id = uuid.UUID(str(conversation_id))
-    except ValueError:
-        raise NotFound from None
-    return get_conversation(request.user, conversation_id)
 
 
 def read_json(request) -> dict:
@@ -140,12 +131,9 @@ def conversations(request):
         if not form.is_valid():
             return invalid_form(form)
         data = form.cleaned_data
-        conversation = Conversation.objects.create(
-            owner=request.user,
-            title=data["title"],
-            model=data["model"] or settings.DEFAULT_MODEL,
-            system_prompt=data["system_prompt"],
-            params=data["params"],
+        conversation = create_conversation(
+            request.user, title=data["title"], model=data["model"],
+            system_prompt=data["system_prompt"], params=data["params"],
         )
         return JsonResponse(conversation_dict(conversation), status=201)
     found = Conversation.objects.owned_by(request.user)
@@ -160,20 +148,18 @@ def conversations(request):
 @member_api
 @require_http_methods(["GET", "PATCH", "DELETE"])
 def conversation(request, conversation_id):
-    conv = owned_conversation(request, conversation_id)
     if request.method == "DELETE":
-        conv.delete()
+        delete_conversation(request.user, conversation_id)
         return HttpResponse(status=204)
     if request.method == "PATCH":
         form = ConversationForm(read_json(request))
         if not form.is_valid():
             return invalid_form(form)
-        changed = [name for name in form.present if name != "model" or form.cleaned_data["model"]]
-        if changed:
-            for name in changed:
-                setattr(conv, name, form.cleaned_data[name])
-            conv.updated_at = timezone.now()
-            conv.save(update_fields=[*changed, "updated_at"])
+        changes = {name: form.cleaned_data[name] for name in form.present
+                   if name != "model" or form.cleaned_data["model"]}  # an empty model keeps the one it has
+        conv = update_conversation(request.user, conversation_id, changes)
+    else:
+        conv = get_conversation(request.user, conversation_id)
     data = conversation_dict(conv)
     data["messages"] = [message_dict(m) for m in load_branch(conv, conv.current_leaf_id)]
     return JsonResponse(data)
@@ -182,7 +168,7 @@ def conversation(request, conversation_id):
 @member_api
 @require_http_methods(["GET"])
 def export(request, conversation_id):
-    conv = owned_conversation(request, conversation_id)
+    conv = get_conversation(request.user, conversation_id)
     kind = request.GET.get("format", "json")
     name = slugify(conv.title)[:60] or "conversation"
     if kind == "json":
@@ -203,7 +189,7 @@ def models(request):
     try:
         found = async_to_sync(upstream.list_models)(upstream.Endpoint.default())
     except upstream.UpstreamError as exc:
-        return error(502, exc.code, exc.message, default=settings.DEFAULT_MODEL)
+        return error(502, exc.code, describe(exc.code, exc.detail), default=settings.DEFAULT_MODEL)
     return JsonResponse({"models": found, "default": settings.DEFAULT_MODEL})
 
 

@@ -1,12 +1,12 @@
 """Pages: the conversation list and the conversation itself. Thin by design."""
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from conversations.chat.actions import NotFound, get_conversation
+from conversations.chat.access import NotFound, get_conversation
+from conversations.chat.conversations import create_conversation
 from conversations.models import Conversation
 
 
@@ -19,7 +19,7 @@ def index(request):
 @login_required
 @require_POST
 def new_conversation(request):
-    conversation = Conversation.objects.create(owner=request.user, model=settings.DEFAULT_MODEL)
+    conversation = create_conversation(request.user)
     return redirect("conversation", conversation_id=conversation.id)
 
 

@@ -1,4 +1,4 @@
-"""Conversations and their messages, owned by one user and stored as a tree.
+"""Conversations and their messages, owned by one member and stored as a tree.
 
 Messages form a tree through `parent` so that regenerating a reply or editing
 a question adds a sibling branch instead of rewriting history; the
@@ -77,13 +77,20 @@ class Message(models.Model):
     model = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=64, blank=True)
     usage = models.JSONField(null=True, blank=True)
+    # Why a reply failed: a code of the protocol and what the words need (chat/errors.py
+    # turns them into the member's language when shown). No English is stored.
     error_code = models.CharField(max_length=64, blank=True)
-    error_message = models.TextField(blank=True)
+    error_detail = models.JSONField(null=True, blank=True)
     # What the model saw: model, parameters and the ids of the messages sent.
     request = models.JSONField(null=True, blank=True)
+    # The tab's id for the frame that made this message (send, edit, regenerate):
+    # a resent frame finds it instead of making a second one.
     client_id = models.UUIDField(null=True, blank=True)
     # A streaming reply whose lease has passed belongs to a process that died.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The run generating a streaming reply: its writes count only while the row is
+    # still streaming and still this run's (never after a sweep marked it interrupted).
+    run_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 

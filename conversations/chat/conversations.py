@@ -1,0 +1,71 @@
+"""Creating, changing and deleting conversations: the same actions for every edge.
+
+Each runs in one transaction and announces itself to every socket of the
+member once it commits (chat/broadcast.py), so a conversation made, renamed or
+deleted in one tab shows in the member's other tabs, and a deleted one's
+open tabs are told and its reply is stopped at once.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.chat import broadcast
+from conversations.chat.access import get_conversation
+from conversations.chat.serializers import conversation_dict
+from conversations.models import Conversation
+
+EDITABLE = ("title", "model", "system_prompt", "params")
+
+
+def announce_changed(conversation: Conversation, kind: str) -> None:
+    """Tell the member's sockets: `conversation_created` or `conversation_updated`."""
+    broadcast.announce(
+        broadcast.member_group(conversation.owner_id),
+        broadcast.member_event({"type": kind, "conversation": conversation_dict(conversation)}),
+    )
+
+
+def create_conversation(member, *, title: str = "", model: str = "", system_prompt: str = "",
+                        params: dict | None = None) -> Conversation:
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=member, title=title, model=model or settings.DEFAULT_MODEL,
+            system_prompt=system_prompt, params=params or {},
+        )
+        announce_changed(conversation, "conversation_created")
+    return conversation
+
+
+def update_conversation(member, conversation_id, changes: dict) -> Conversation:
+    """Apply validated `changes` (any of EDITABLE); announced only when something changed."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        conversation = get_conversation(member, conversation_id, lock=True)
+        changed = [name for name, value in changes.items() if getattr(conversation, name) != value]
+        if changed:
+            for name in changed:
+                setattr(conversation, name, changes[name])
+            conversation.updated_at = timezone.now()
+            conversation.save(update_fields=[*changed, "updated_at"])
+            announce_changed(conversation, "conversation_updated")
+    return conversation
+
+
+def delete_conversation(member, conversation_id) -> None:
+    """Delete it with its messages; its tabs are told and its reply is stopped (usage stays)."""
+    with transaction.atomic():
+        conversation = get_conversation(member, conversation_id, lock=True)
+        conversation_id = conversation.id
+        conversation.delete()
+        broadcast.announce(
+            broadcast.member_group(member.pk),
+            broadcast.member_event({"type": "conversation_deleted", "conversation_id": str(conversation_id)},
+                                   conversation_id=conversation_id, closes=True),
+        )
+        # Whatever streams there ends now; its final write finds no row and says nothing more.
+        broadcast.announce(broadcast.control_group(conversation_id), {"type": "reply.stop", "message_id": None})

@@ -1,0 +1,203 @@
+"""A turn: the member's question stored and a streaming reply started, in one transaction.
+
+`ask`, `edit` and `regenerate` are the writes behind the `send`, `edit` and
+`regenerate` frames. Each locks the conversation row, reads its messages
+once, and from that one read tells a resent frame (same client_id: nothing
+new is made), a reply still streaming (Busy) and the branch the reply
+continues. The database's partial unique constraint on streaming replies is
+the last word: if another process got there first, the insert fails and the
+turn rolls back as Busy.
+
+What a turn announces (after commit, in this order): replies it found dead
+(now `interrupted`), the question, the streaming reply, the title, and the
+conversation's new place in the member's sidebar.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conversations.chat import broadcast, drain, replies
+from conversations.chat.access import NotFound, get_conversation
+from conversations.chat.context import branch, build_context
+from conversations.chat.conversations import announce_changed
+from conversations.chat.serializers import message_dict
+from conversations.models import Conversation, Message, lease_deadline
+
+TITLE_CHARS = 80
+
+
+class Busy(Exception):
+    """A reply is already streaming in this conversation (or this process takes no new ones)."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(reason or "streaming")
+        self.reason = reason
+
+
+class Invalid(Exception):
+    """The request names a message that cannot be used for this action."""
+
+
+@dataclass
+class Turn:
+    """A started turn: what the reply sends upstream, and who it is for."""
+
+    conversation_id: uuid.UUID
+    owner_id: int | None = None
+    reply: Message | None = None
+    body: dict | None = None
+    # A resent frame: nothing was made; `existing` is the stored message, for the resending tab only.
+    duplicate: bool = False
+    existing: list[dict] = field(default_factory=list)
+
+
+def ask(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> Turn:
+    """Store the member's message under the branch on screen and start a reply to it."""
+    return _in_turn(user, conversation_id, lambda conversation, messages: _question(
+        conversation, messages, conversation.current_leaf_id, text, parts, client_id))
+
+
+def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | None,
+         client_id: uuid.UUID | None) -> Turn:
+    """A new version of a question, as its sibling, and a reply to it."""
+
+    def make(conversation, messages):
+        original = messages.get(message_id)
+        if original is None:
+            raise NotFound("message")
+        if original.role != Message.Role.USER:
+            raise Invalid("Only a member's message can be edited.")
+        return _question(conversation, messages, original.parent_id, text, parts, client_id)
+
+    return _in_turn(user, conversation_id, make)
+
+
+def regenerate(user, conversation_id, message_id: uuid.UUID | None, client_id: uuid.UUID | None = None) -> Turn:
+    """A new reply to the same question, as a sibling of the old reply."""
+
+    def make(conversation, messages):
+        if (existing := _by_client_id(messages, client_id)) is not None:
+            return Turn(conversation.id, conversation.owner_id, duplicate=True, existing=[message_dict(existing)])
+        _make_room(conversation, messages)
+        old = messages.get(message_id or conversation.current_leaf_id)
+        if old is None:
+            raise NotFound("message")
+        if old.role != Message.Role.ASSISTANT or old.parent_id is None:
+            raise Invalid("Only an assistant reply can be regenerated.")
+        return _start_reply(conversation, messages, messages[old.parent_id], client_id)
+
+    return _in_turn(user, conversation_id, make)
+
+
+def _in_turn(user, conversation_id, make) -> Turn:
+    try:
+        with transaction.atomic():
+            conversation = get_conversation(user, conversation_id, lock=True)
+            messages = {m.id: m for m in Message.objects.filter(conversation=conversation)}
+            return make(conversation, messages)
+    except IntegrityError:
+        # Only reached if a writer did not take the conversation's lock: the constraint is the last word.
+        raise Busy() from None
+
+
+def _by_client_id(messages: dict, client_id) -> Message | None:
+    if client_id is None:
+        return None
+    return next((m for m in messages.values() if m.client_id == client_id), None)
+
+
+def _question(conversation: Conversation, messages: dict, parent_id, text: str, parts: list | None,
+              client_id: uuid.UUID | None) -> Turn:
+    if (existing := _by_client_id(messages, client_id)) is not None:
+        return Turn(conversation.id, conversation.owner_id, duplicate=True, existing=[message_dict(existing)])
+    _make_room(conversation, messages)
+    question = Message.objects.create(
+        conversation=conversation, parent_id=parent_id, role=Message.Role.USER,
+        content=text, content_parts=parts, client_id=client_id,
+    )
+    messages[question.id] = question
+    broadcast.announce(broadcast.conversation_group(conversation.id),
+                       broadcast.frame_event({"type": "message", "message": message_dict(question)}))
+    if not conversation.title:
+        conversation.title = _title_from(text)
+        title_event = broadcast.frame_event({"type": "title", "title": conversation.title})
+    else:
+        title_event = None
+    turn = _start_reply(conversation, messages, question)
+    if title_event is not None:
+        broadcast.announce(broadcast.conversation_group(conversation.id), title_event)
+    return turn
+
+
+def _make_room(conversation: Conversation, messages: dict) -> None:
+    """Free the conversation of replies whose process died; raise Busy if one still streams."""
+    if drain.draining():  # this process is stopping: another takes the turn
+        raise Busy("draining")
+    streaming = [m for m in messages.values() if m.status == Message.Status.STREAMING]
+    if not streaming:
+        return
+    now = timezone.now()
+    if any(m.lease_expires_at is None or m.lease_expires_at >= now for m in streaming):
+        raise Busy()
+    for message in replies.sweep(conversation, [m.id for m in streaming]):
+        messages[message.id] = message
+    if any(m.status == Message.Status.STREAMING for m in messages.values()):
+        raise Busy()  # a late write renewed its lease while we looked: it lives
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _start_reply(conversation: Conversation, messages: dict, question: Message,
+                 client_id: uuid.UUID | None = None) -> Turn:
+    """Create the streaming reply row and the request it will send upstream."""
+    params = dict(conversation.params or {})
+    context = build_context(conversation, branch(messages, question.id), params.get("max_tokens"))
+    now = timezone.now()
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=conversation.model,
+        client_id=client_id,
+        lease_expires_at=lease_deadline(),
+        run_id=uuid.uuid4(),
+        created_at=now,
+        updated_at=now,
+        request={
+            "model": conversation.model,
+            "params": params,
+            "system_prompt": conversation.system_prompt,
+            "message_ids": context.message_ids,
+            "dropped_messages": context.dropped,
+            "estimated_tokens": context.estimated_tokens,
+        },
+    )
+    conversation.current_leaf = reply
+    conversation.updated_at = now
+    conversation.save(update_fields=["current_leaf", "title", "updated_at"])
+    broadcast.announce(
+        broadcast.conversation_group(conversation.id),
+        broadcast.frame_event({"type": "message", "message": message_dict(reply)},
+                              message_id=str(reply.id), streaming=True),
+    )
+    announce_changed(conversation, "conversation_updated")
+    body = {  # the parameters first: none of them may replace what the server builds
+        **params,
+        "model": conversation.model,
+        "messages": context.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return Turn(conversation.id, conversation.owner_id, reply=reply, body=body)
+
+
+__all__ = ["Busy", "Invalid", "NotFound", "Turn", "ask", "edit", "regenerate"]

@@ -1,0 +1,13 @@
+"""The data: members, their conversations and messages, and what replies cost.
+
+One module per kind of row; everything is importable from here.
+"""
+
+from conversations.models.conversation import Conversation, ConversationQuerySet, Message, lease_deadline
+from conversations.models.member import Member, MemberQuerySet, members_changed
+from conversations.models.usage import Usage
+
+__all__ = [
+    "Conversation", "ConversationQuerySet", "Member", "MemberQuerySet", "Message", "Usage",
+    "lease_deadline", "members_changed",
+]

@@ -1,0 +1,51 @@
+"""The member: Django's user under our own model, so it can grow with the product.
+
+A project's own user model is Django's advice for a new project: changing
+AUTH_USER_MODEL once there is data is a migration nobody wants. Members'
+settings (language, theme, default model) and quotas hang off it.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.db import models, transaction
+from django.dispatch import Signal
+
+# Sent inside the transaction of a bulk update that may end members' sign-in
+# (deactivation, a new password): `ids`, the members it touched. accounts/
+# tells their sockets once the transaction commits (a row's save() has post_save).
+members_changed = Signal()
+
+# Fields whose change must reach a member's open sockets at once.
+SIGN_IN_FIELDS = frozenset({"is_active", "password"})
+
+
+class MemberQuerySet(models.QuerySet):
+    def update(self, **kwargs) -> int:
+        """QuerySet.update, which also announces a change of sign-in fields.
+
+        Django sends no signal for a bulk update, so deactivating members with
+        `Member.objects.filter(...).update(is_active=False)` would leave their
+        sockets open until their next frame.
+        """
+        if not SIGN_IN_FIELDS & kwargs.keys():
+            return super().update(**kwargs)
+        with transaction.atomic(using=self.db):
+            ids = list(self.values_list("pk", flat=True))
+            count = super().update(**kwargs)
+            if ids:
+                members_changed.send(sender=self.model, ids=ids)
+        return count
+
+
+class MemberManager(UserManager.from_queryset(MemberQuerySet)):
+    pass
+
+
+class Member(AbstractUser):
+    objects = MemberManager()
+
+    class Meta(AbstractUser.Meta):
+        verbose_name = "member"
+        verbose_name_plural = "members"
+        swappable = "AUTH_USER_MODEL"
