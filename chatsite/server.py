@@ -35,6 +35,16 @@ assumption about daphne's inside, that `Server.run()` has built `ws_factory`
 when it calls `ready_callable`, is checked at start (`_install_send_bound`),
 and tests/test_slow_reader.py fails if the bound stops working.
 
+Graceful drain
+--------------
+Twisted stops the reactor on SIGTERM, which would cut every reply short and
+leave its row `streaming` until its lease passed. Here SIGTERM first drains
+(conversations/chat/drain.py): no new replies, running ones get DRAIN_SECONDS
+to finish, the rest are saved as `interrupted` at once; then the reactor
+stops as before. A second SIGTERM ends the wait. SIGINT (Ctrl-C) still stops
+at once. The process also sweeps, every REPLY_LEASE_SECONDS, replies whose
+process died, so their usage is recorded even if nobody opens them.
+
 Keepalive pings (daphne's `--ping-interval`, default 20 s, and
 `--ping-timeout`, default 30 s, kept as they are): daphne pings a socket that
 has sent nothing for the interval and autobahn drops it when no pong comes in
@@ -50,6 +60,7 @@ from __future__ import annotations
 # Imported first: daphne.server installs twisted's asyncio reactor on import.
 from daphne.server import Server  # isort: skip
 
+import asyncio
 import logging
 
 from daphne.cli import CommandLineInterface
@@ -154,8 +165,58 @@ class SendBoundedServer(Server):
             )
         self.ws_send_buffer_bytes = settings.WS_SEND_BUFFER_BYTES
         factory.protocol = SendBoundedWebSocketProtocol
+        _install_drain()
         if self._then_ready is not None:
             self._then_ready()
+
+
+def _install_drain() -> None:
+    """SIGTERM drains before the reactor stops; a sweeper of dead replies runs alongside."""
+    from twisted.internet import reactor
+
+    # Twisted installs its signal handlers when the reactor starts, from this attribute.
+    reactor.sigTerm = _on_sigterm
+    reactor.callWhenRunning(_start_sweeper)
+
+
+_drain_task: asyncio.Task | None = None
+
+
+def _on_sigterm(number, frame) -> None:
+    from twisted.internet import reactor
+
+    reactor.callFromThread(_drain_then_stop)
+
+
+def _drain_then_stop() -> None:
+    global _drain_task
+    from conversations.chat import drain
+
+    if _drain_task is not None:
+        log.warning("a second SIGTERM: interrupting the replies still running")
+        drain.hurry()
+        return
+    _drain_task = asyncio.get_event_loop().create_task(_drain())
+
+
+async def _drain() -> None:
+    from django.conf import settings
+    from twisted.internet import reactor
+
+    from conversations.chat import drain
+
+    try:
+        await drain.drain(settings.DRAIN_SECONDS)
+    except Exception:
+        log.exception("draining failed; stopping anyway")
+    finally:
+        reactor.stop()
+
+
+def _start_sweeper() -> None:
+    from conversations.chat import sweeper
+
+    asyncio.get_event_loop().create_task(sweeper.run())
 
 
 class SendBoundedCommandLineInterface(CommandLineInterface):

@@ -10,6 +10,7 @@ import os
 import socket as socketlib
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,15 +259,34 @@ class DaphneProcess:
         finally:
             if listener is not None:
                 listener.close()  # the process has its own copy
+        self.log_lines: list[str] = []
+        self.logged = threading.Condition()
+        threading.Thread(target=self._read_log, daemon=True).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited: {self.proc.stderr.read().decode()[-2000:]}")
+                time.sleep(0.2)
+                raise RuntimeError(f"daphne exited: {''.join(self.log_lines)[-2000:]}")
             if self._answers():
                 return
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("daphne did not start")
+
+    def _read_log(self) -> None:
+        """Keep the process's stderr read (a full pipe would stall it) and searchable."""
+        for raw in self.proc.stderr:
+            with self.logged:
+                self.log_lines.append(raw.decode(errors="replace"))
+                self.logged.notify_all()
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> str:
+        """The first line of the process's log that contains `text`, waiting for it."""
+        with self.logged:
+            found = self.logged.wait_for(lambda: next((line for line in self.log_lines if text in line), None), timeout)
+        if found is None:
+            raise AssertionError(f"the process never logged {text!r}: {''.join(self.log_lines)[-2000:]}")
+        return found
 
     def _answers(self) -> bool:
         """An HTTP answer, not just a connection: a listening socket made here accepts before daphne runs."""

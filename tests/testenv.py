@@ -17,6 +17,8 @@ os.environ.setdefault("UPSTREAM_MAX_RETRY_WAIT", "2")
 os.environ.setdefault("UPSTREAM_READ_TIMEOUT", "5")
 os.environ.setdefault("REPLY_FLUSH_SECONDS", "0.2")
 os.environ.setdefault("REPLY_LEASE_SECONDS", "5")
+# App processes the tests start and stop drain briefly (tests/test_drain.py sets its own).
+os.environ.setdefault("DRAIN_SECONDS", "3")
 # The fake model servers listen on loopback, not always at OPENAI_BASE_URL (which is
 # allowed implicitly): allow them as an operator of a local model server would.
 # tests/test_ssrf.py empties the list wherever it tests what is refused.

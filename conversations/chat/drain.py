@@ -17,6 +17,7 @@ import logging
 log = logging.getLogger(__name__)
 
 _draining = False
+_hurry: asyncio.Event | None = None
 
 
 def draining() -> bool:
@@ -27,23 +28,37 @@ async def drain(seconds: float) -> None:
     """Stop taking replies, wait up to `seconds` for running ones, then interrupt the rest."""
     from conversations.chat import broadcast, generation
 
-    global _draining
+    global _draining, _hurry
     _draining = True
+    _hurry = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
     running = generation.running_tasks()
-    log.warning("draining: %d replies running, waiting up to %.0f s for them", len(running), seconds)
+    log.warning("draining: %d replies running; waiting up to %.0f s for them", len(running), seconds)
+    hurried = asyncio.ensure_future(_hurry.wait())
+    try:
+        while (running := generation.running_tasks()) and not _hurry.is_set() and loop.time() < deadline:
+            await asyncio.wait([*running, hurried], timeout=deadline - loop.time(),
+                               return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurried.cancel()
+    running = generation.running_tasks()
     if running:
-        _done, pending = await asyncio.wait(running, timeout=seconds)
-        if pending:
-            log.warning("draining: interrupting %d replies still running; their text so far is saved",
-                        len(pending))
-            for reply in generation.running_generations():
-                reply.interrupt()
-            await asyncio.wait(pending, timeout=30)
+        log.warning("draining: interrupting %d replies still running; their text so far is saved", len(running))
+        for reply in generation.running_generations():
+            reply.interrupt()
+        await asyncio.wait(running, timeout=30)
     await broadcast.flush()
     log.warning("drained: no reply is running")
 
 
+def hurry() -> None:
+    """End the wait now (a second SIGTERM): interrupt what still runs."""
+    if _hurry is not None:
+        _hurry.set()
+
+
 def reset() -> None:
     """Take replies again (tests)."""
-    global _draining
-    _draining = False
+    global _draining, _hurry
+    _draining, _hurry = False, None
