@@ -134,16 +134,32 @@ TEMPLATES = [
 ]
 
 # Database: Postgres for teams and tests; a local SQLite file for a trial.
+# Worker threads for database calls from async code (chat/threads.py).
+DB_THREADS = envint("DB_THREADS", 6, minimum=1)
+# Postgres connections come from psycopg's pool (Django 5.1+), not persistent per-thread
+# connections: under ASGI a request's sync view may run in a new thread each time, and
+# CONN_MAX_AGE then opens (and strands) a connection per thread; the benchmark counted 100
+# opened for 100 API requests. Taken for each unit of work and given back after it, so a
+# process holds at most DB_POOL_SIZE; waiting longer than DB_POOL_TIMEOUT is an outage (503).
+# The pool tests a connection as it hands it out (an empty query, CONN_HEALTH_CHECKS), so one
+# Postgres dropped while idle is replaced rather than failing the next write; after a failure
+# the whole pool is checked (chat/threads.py).
+DB_POOL_SIZE = envint("DB_POOL_SIZE", DB_THREADS + 10, minimum=2)
+DB_POOL_TIMEOUT = envfloat("DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 DATABASE_URL = env("DATABASE_URL")
 if DATABASE_URL:
     try:
-        DATABASES = {
-            "default": dj_database_url.parse(
-                DATABASE_URL, conn_max_age=600, conn_health_checks=True
-            )
-        }
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)}
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 2, "max_size": DB_POOL_SIZE, "timeout": DB_POOL_TIMEOUT,
+            # psycopg_pool retries a failed connection with a doubling wait for 5 minutes, so
+            # after a 30 s outage the app could wait another 30 s to reconnect. Giving up after
+            # 2 s lets the next request that needs a connection try again at once.
+            "reconnect_timeout": 2.0,
+        }
 else:
     log.warning("DATABASE_URL is not set: using the local SQLite file db.sqlite3 (trial only)")
     DATABASES = {
@@ -155,8 +171,6 @@ else:
     }
 DATABASES["default"].setdefault("TEST", {})["NAME"] = env("TEST_DATABASE_NAME") or None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Worker threads for database calls from async code; each holds one connection.
-DB_THREADS = envint("DB_THREADS", 6, minimum=1)
 
 # Channel layer: Redis lets several daphne processes share groups.
 # The Pub/Sub layer, not channels-redis's list-based one: that one keeps every
@@ -319,6 +333,9 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # The pool logs every failed reconnection while Postgres is down; outages.py and
+        # chat/generation.py say so once.
+        "psycopg.pool": {"level": "ERROR"},
     },
 }
 CSRF_FAILURE_VIEW = "conversations.web.api.csrf_failure"

@@ -23,16 +23,15 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-log = logging.getLogger(__name__)
+# DATABASE_OUTAGE_ERRORS: a lost or refused connection. Any other database error is a bug,
+# not an outage, and stays one (a 500, a dropped socket) rather than "try again later".
+from conversations.chat.threads import DATABASE_OUTAGE_ERRORS, check_pool
 
-# A lost or refused connection. Any other database error is a bug, not an outage, and
-# stays one (a 500, a dropped socket) rather than "try again later".
-DATABASE_OUTAGE_ERRORS = (OperationalError, InterfaceError)
+log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER_CLOSE_CODE = 1013  # RFC 6455
 SOCKET_REASONS = {  # a close frame's reason
@@ -107,6 +106,7 @@ class OutageMiddleware:
         # Only connection errors: any other database or Redis error is a bug and stays a 500.
         if isinstance(exception, DATABASE_OUTAGE_ERRORS):
             kind = "database"
+            check_pool()  # its other idle connections were likely cut too
         elif isinstance(exception, RedisConnectionError | RedisTimeoutError):
             kind = "redis"
         else:

@@ -261,7 +261,8 @@ class DaphneProcess:
                 listener.close()  # the process has its own copy
         self.log_lines: list[str] = []
         self.logged = threading.Condition()
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self.log_reader = threading.Thread(target=self._read_log, daemon=True)
+        self.log_reader.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -311,6 +312,7 @@ class DaphneProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log_reader.join(timeout=5)  # every line it wrote is in log_lines
 
 
 @pytest.fixture

@@ -141,7 +141,7 @@ async def test_sockets_that_never_read_are_dropped_and_the_reading_tab_gets_ever
         for sock in unread:
             sock.close()
         process.stop()
-    dropped = [line for line in process.proc.stderr.read().decode().splitlines() if "bytes unread" in line]
+    dropped = [line for line in process.log_lines if "bytes unread" in line]
 
     row = await reply_row(reply.message_id)
     assert reply.end["status"] == "complete"

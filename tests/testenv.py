@@ -19,6 +19,8 @@ os.environ.setdefault("REPLY_FLUSH_SECONDS", "0.2")
 os.environ.setdefault("REPLY_LEASE_SECONDS", "5")
 # App processes the tests start and stop drain briefly (tests/test_drain.py sets its own).
 os.environ.setdefault("DRAIN_SECONDS", "3")
+# A database that refuses connections shows as an outage after 1 s, not after the default 10.
+os.environ.setdefault("DB_POOL_TIMEOUT", "1")
 # The fake model servers listen on loopback, not always at OPENAI_BASE_URL (which is
 # allowed implicitly): allow them as an operator of a local model server would.
 # tests/test_ssrf.py empties the list wherever it tests what is refused.
