@@ -12,11 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from channels.layers import channel_layers
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -25,7 +26,7 @@ from django.test import Client
 from websockets.asyncio.client import connect as websocket_connect
 
 from chatsite.asgi import application
-from conversations.chat import generation
+from conversations.chat import broadcast, generation
 from conversations.chat import service as chat
 from conversations.models import Conversation
 from tests.fake_upstream import FakeUpstream
@@ -93,13 +94,15 @@ def bob(make_member):
 class Socket:
     """A browser tab on the real ASGI app: frames in, exact replies assembled."""
 
-    def __init__(self, member: Member | None, conversation_id, origin: str | None = "http://testserver"):
+    def __init__(self, member: Member | None, conversation_id, origin: str | None = "http://testserver",
+                 path: str | None = None):
+        """`path`: another socket than the conversation's (the member's own: /ws/member/)."""
         headers = [(b"host", b"testserver")]
         if origin:
             headers.append((b"origin", origin.encode()))
         if member:
             headers.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={member.session}".encode()))
-        self.comm = WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers)
+        self.comm = WebsocketCommunicator(application, path or f"/ws/conversations/{conversation_id}/", headers)
         self.frames: list[dict] = []
         self.connected = False
 
@@ -128,13 +131,33 @@ class Socket:
             if predicate(frame):
                 return frame
 
-    async def nothing(self, timeout: float = 0.3) -> bool:
-        return await self.comm.receive_nothing(timeout=timeout)
+    def heard_nothing_more(self) -> bool:
+        """Nothing is waiting unread in this tab (for a tab that was closed: it left its groups)."""
+        return self.comm.output_queue.empty()
 
     async def close(self) -> None:
         if self.connected:
             self.connected = False
             await self.comm.disconnect()
+
+
+async def send_marker(member) -> dict:
+    """A frame sent now through the member's group: every socket of the member gets it after
+    whatever was published before it (one Redis subscription per process, first in first out)."""
+    await broadcast.flush()  # what writes outside a socket announced goes first
+    marker = {"type": "marker", "id": uuid.uuid4().hex}
+    await get_channel_layer().group_send(broadcast.member_group(member.user.pk), broadcast.member_event(marker))
+    return marker
+
+
+async def assert_silent(tab: Socket, member) -> None:
+    """Nothing reached the tab since its last frame read: the next frame it gets is a marker sent now.
+
+    A proof, not a wait: a frame that would have come is published before the marker and
+    reaches the tab first (no sleep that a slow machine could outrun)."""
+    marker = await send_marker(member)
+    frame = await tab.recv()
+    assert frame == marker, f"the tab heard {frame} before the marker"
 
 
 async def open_tab(sockets, member, conversation) -> Socket:
@@ -313,6 +336,7 @@ class DaphneProcess:
             self.proc.kill()
             self.proc.wait()
         self.log_reader.join(timeout=5)  # every line it wrote is in log_lines
+        self.proc.stderr.close()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations.models import Conversation, Message
-from tests.conftest import Socket, drain_replies, follow_reply
+from tests.conftest import Socket, drain_replies, follow_reply, send_marker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,7 +153,12 @@ async def test_cut_offs_at_every_await_never_cross_members(make_member, upstream
         for name, convs in conversations.items() for conversation in convs
     ))
     await drain_replies(timeout=60)
-    await asyncio.sleep(0.5)  # the last frames reach the observers
+    # The last frames reach the observers: each has heard a marker sent after them.
+    markers = {name: await send_marker(member) for name, member in members.items()}
+    for name, _tab, frames in observers.values():
+        while markers[name] not in frames:
+            await asyncio.wait(watchers, timeout=0.05)  # an observer that failed ends the wait
+            assert not any(watcher.done() for watcher in watchers), "an observer failed"
     for watcher in watchers:
         assert not watcher.done(), watcher  # an observer that failed (or was cut off) ends the test here
         watcher.cancel()

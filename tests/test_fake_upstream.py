@@ -424,4 +424,5 @@ def test_cli() -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
-    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    with proc.stdout, proc.stderr:
+        assert "Traceback" not in proc.stderr.read()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conversations.models import Conversation, Message
 from conversations.realtime.frames import ClientFrame, FrameError, parse_frame
-from tests.conftest import open_tab
+from tests.conftest import assert_silent, open_tab
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -76,7 +76,7 @@ def test_any_api_body_gets_json_and_never_a_500(alice, body):
 @pytest.mark.django_db(transaction=True)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.one_of(st.text(max_size=200), json_values.map(json.dumps), frame_like.map(json.dumps)))
-async def test_any_frame_through_the_socket_leaves_it_open_and_stores_nothing_when_rejected(fuzz_tab, raw):
+async def test_any_frame_through_the_socket_leaves_it_open_and_stores_nothing_when_rejected(fuzz_tab, alice, raw):
     """The real consumer: a rejected frame is an error frame, no row, and the socket lives on."""
     tab, conversation = fuzz_tab
     try:
@@ -90,7 +90,7 @@ async def test_any_frame_through_the_socket_leaves_it_open_and_stores_nothing_wh
     if frame is None or frame.type == "regenerate":  # nothing to regenerate in an empty conversation
         answer = await tab.recv()
         assert answer["type"] == "error" and answer["code"] in ("invalid", "too_large", "not_found"), answer
-    assert await tab.nothing(0.05)  # nothing more: no reply started, no crash frame
+    await assert_silent(tab, alice)  # nothing more: no reply started, no crash frame
     assert not tab.comm.future.done(), "the consumer ended"
     assert await database_sync_to_async(Message.objects.filter(conversation=conversation).count)() == before
 

@@ -18,7 +18,6 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
-from django.contrib.auth.hashers import make_password
 from django.contrib.sessions.models import Session
 from django.test import Client, RequestFactory
 
@@ -284,9 +283,7 @@ def test_signing_in_gives_the_address_back_its_attempt(settings):
 def test_the_counts_are_shared_by_every_app_process(app_env, settings):
     """Three failures on one daphne process and two on another lock the account on both."""
     name = f"carol-{uuid.uuid4().hex[:8]}"
-    user = get_user_model().objects.create_user(name)
-    user.password = make_password("pw-carol-123", hasher="pbkdf2_sha256")  # the app's hasher
-    user.save()
+    get_user_model().objects.create_user(name, password="pw-carol-123")
     app_env.update(LOGIN_FAILURES_PER_ACCOUNT="5", LOGIN_FAILURES_PER_IP="1000", LOGIN_LOCKOUT_SECONDS="900")
     processes = [DaphneProcess(app_env), DaphneProcess(app_env)]
     try:
@@ -303,6 +300,8 @@ def test_the_counts_are_shared_by_every_app_process(app_env, settings):
             response = post(client, "pw-carol-123")
             assert response.status_code == 429 and REFUSED in response.text
     finally:
+        for client in clients:
+            client.close()
         for process in processes:
             process.stop()
 

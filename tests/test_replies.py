@@ -14,7 +14,7 @@ from channels.layers import get_channel_layer
 from conversations.chat import broadcast as events
 from conversations.chat import generation
 from conversations.models import Message
-from tests.conftest import drain_replies, follow_reply, open_tab
+from tests.conftest import assert_silent, drain_replies, follow_reply, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -183,7 +183,7 @@ async def test_a_resent_client_id_creates_no_second_message(alice, upstream, soc
     await tab.send(type="send", content="once", client_id=client_id)
     echo = await tab.recv()
     assert echo["type"] == "message" and echo["message"]["content"] == "once"
-    assert await tab.nothing()
+    await assert_silent(tab, alice)
     rows = await messages_of(conversation)
     assert [m.role for m in rows] == ["user", "assistant"]
     assert echo["message"]["id"] == str(rows[0].id)
@@ -211,6 +211,22 @@ async def test_regenerate_and_edit_make_sibling_branches(alice, upstream, socket
     snapshot_tab = await open_tab(sockets, alice, conversation)
     snapshot = snapshot_tab.frames[0]
     assert [m["id"] for m in snapshot["messages"]] == [str(new_question.id), edited.message_id]
+
+
+async def test_a_resent_regenerate_frame_makes_no_second_sibling(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content="original", client_id=str(uuid.uuid4()))
+    first = await follow_reply(tab.recv)
+    client_id = str(uuid.uuid4())
+    await tab.send(type="regenerate", message_id=first.message_id, client_id=client_id)
+    second = await follow_reply(tab.recv)
+    await tab.send(type="regenerate", message_id=first.message_id, client_id=client_id)  # a resend
+    echo = await tab.recv()
+    assert echo["type"] == "message" and echo["message"]["id"] == second.message_id
+    await assert_silent(tab, alice)
+    assert [m.role for m in await messages_of(conversation)] == ["user", "assistant", "assistant"]
+    assert len(upstream.requests) == 2
 
 
 async def test_content_parts_reach_the_upstream_as_sent(alice, upstream, sockets):

@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conversations.models import Message
-from tests.conftest import Member, follow_reply
+from tests.conftest import Member, assert_silent, follow_reply, open_tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,10 +69,54 @@ async def test_an_outsider_cannot_touch_messages_of_another_conversation(alice, 
     assert (await outsider.recv())["code"] == "not_found"
     await outsider.send(type="edit", message_id=question_id, content="mine now", client_id=str(uuid.uuid4()))
     assert (await outsider.recv())["code"] == "not_found"
-    assert await outsider.nothing()
-    assert await owner.nothing()
+    await assert_silent(outsider, bob)
+    await assert_silent(owner, alice)
     assert await database_sync_to_async(Message.objects.filter(conversation=private).count)() == 2
     assert await database_sync_to_async(Message.objects.filter(conversation=own).count)() == 0
+
+
+async def test_a_socket_sending_too_fast_is_refused_once_and_stays_open(alice, upstream, sockets, settings):
+    settings.WS_FRAME_BURST = 3
+    settings.WS_FRAMES_PER_SECOND = 0.01  # nothing refills during the test
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    for _ in range(3):
+        await tab.send(type="stop")  # taken: nothing streams, so nothing is answered
+    await assert_silent(tab, alice)
+    await tab.send(type="send", content="one too many", client_id=str(uuid.uuid4()))
+    refused = await tab.recv()
+    assert (refused["type"], refused["code"], refused["detail"]["reason"]) == ("error", "rate_limited", "frames")
+    assert refused["detail"]["retry_after"] >= 1 and refused["message"]
+    for _ in range(20):  # a flood gets one answer, not twenty
+        await tab.send(type="send", content="flood", client_id=str(uuid.uuid4()))
+    await assert_silent(tab, alice)
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    assert not tab.comm.future.done(), "the socket was dropped"
+
+
+@pytest.mark.parametrize(("origin", "allowed"), [
+    ("https://chat.example.com", True),
+    ("https://example.com", True),
+    ("https://deep.chat.example.com", True),
+    ("http://chat.example.com", False),  # another scheme
+    ("https://chat.example.com.evil.test", False),
+    ("https://evilexample.com", False),
+    ("https://exact.example.org", True),
+    ("https://other.example.org", False),
+])
+def test_csrf_trusted_origins_with_wildcards_admit_websockets_as_they_admit_forms(settings, origin, allowed):
+    """Behind a proxy that rewrites Host, the origin is checked against CSRF_TRUSTED_ORIGINS as Django does."""
+    from django.middleware.csrf import CsrfViewMiddleware
+    from django.test import RequestFactory
+
+    from conversations.realtime.origin import is_same_origin
+
+    settings.ALLOWED_HOSTS = ["app.internal"]
+    settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.com", "https://exact.example.org"]
+    scope = {"headers": [(b"host", b"app.internal"), (b"origin", origin.encode())]}
+    assert is_same_origin(scope) is allowed
+    request = RequestFactory().post("/", HTTP_HOST="app.internal", HTTP_ORIGIN=origin)
+    assert CsrfViewMiddleware(lambda r: None)._origin_verified(request) is allowed  # as for forms
 
 
 BAD_FRAMES = [
@@ -165,7 +209,8 @@ async def test_a_member_signed_out_mid_session_is_refused_and_hears_no_more(alic
     await other.send(type="send", content="from the laptop", client_id=str(uuid.uuid4()))
     reply = await follow_reply(other.recv)
     assert reply.end["status"] == "complete"
-    assert await tab.nothing()
+    await assert_silent(other, alice)  # everything about the reply has reached this process's tabs
+    assert tab.heard_nothing_more()
 
 
 async def test_a_password_change_signs_out_open_sockets_of_other_sessions(alice, upstream, sockets):
@@ -191,7 +236,8 @@ async def test_a_password_change_signs_out_open_sockets_of_other_sessions(alice,
     await other.send(type="send", content="new password, same me", client_id=str(uuid.uuid4()))
     reply = await follow_reply(other.recv)
     assert reply.end["status"] == "complete"
-    assert await tab.nothing()
+    await assert_silent(other, alice)
+    assert tab.heard_nothing_more()
 
 
 async def test_a_member_deactivated_by_staff_is_cut_off_at_once(alice, upstream, sockets):
@@ -218,7 +264,7 @@ async def test_a_session_ended_without_notice_is_refused_on_the_next_frame(alice
     assert (await tab.connect())[0]
     await tab.recv()
     await database_sync_to_async(Session.objects.filter(session_key=alice.session).delete)()
-    assert await tab.nothing()  # nobody told it
+    await assert_silent(tab, alice)  # nobody told it
     await tab.send(type="send", content="am I still in?", client_id=str(uuid.uuid4()))
     await assert_closed_as_signed_out(tab)
 
@@ -237,7 +283,7 @@ async def test_a_conversation_deleted_while_its_snapshot_waits_is_not_found(alic
     await database_sync_to_async(reply_without_a_process)()
     tab = sockets(alice, conversation.id)
     assert (await tab.connect())[0]
-    assert await tab.nothing(0.5)  # the snapshot waits for the reply's own text
+    await assert_silent(tab, alice)  # the snapshot waits for the reply's own text
     await database_sync_to_async(conversation.delete)()
     assert (await tab.recv())["code"] == "not_found"  # after the sync's timeout
     assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}

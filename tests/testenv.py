@@ -25,3 +25,6 @@ os.environ.setdefault("DB_POOL_TIMEOUT", "1")
 # allowed implicitly): allow them as an operator of a local model server would.
 # tests/test_ssrf.py empties the list wherever it tests what is refused.
 os.environ.setdefault("UPSTREAM_ALLOWED_HOSTS", "127.0.0.1")
+# Members are made in nearly every test, in this process and the app processes it starts:
+# a fast password hash instead of PBKDF2's million rounds (settings.py; never in production).
+os.environ.setdefault("TEST_FAST_PASSWORD_HASHER", "true")
