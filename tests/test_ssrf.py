@@ -19,7 +19,8 @@ from conversations.chat.errors import describe
 from conversations.models import Message
 from conversations.realtime.frames import FrameError, clean_content
 from conversations.upstream import netguard
-from conversations.upstream.client import Endpoint, UpstreamError, list_models, stream_chat
+from conversations.upstream.catalogue import list_models
+from conversations.upstream.client import Endpoint, UpstreamError, stream_chat
 from tests.conftest import follow_reply
 from tests.test_settings import start as start_app
 

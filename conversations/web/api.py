@@ -24,7 +24,8 @@ from conversations.chat.errors import describe
 from conversations.chat.params import ParamsError, clean_params
 from conversations.chat.serializers import conversation_dict, message_dict
 from conversations.models import Conversation
-from conversations.upstream import client as upstream
+from conversations.upstream import catalogue
+from conversations.upstream.client import Endpoint, UpstreamError
 
 LIST_LIMIT = 200
 
@@ -187,8 +188,8 @@ def export(request, conversation_id):
 @require_http_methods(["GET"])
 def models(request):
     try:
-        found = async_to_sync(upstream.list_models)(upstream.Endpoint.default())
-    except upstream.UpstreamError as exc:
+        found = async_to_sync(catalogue.list_models)(Endpoint.default())
+    except UpstreamError as exc:
         return error(502, exc.code, describe(exc.code, exc.detail), default=settings.DEFAULT_MODEL)
     return JsonResponse({"models": found, "default": settings.DEFAULT_MODEL})
 
