@@ -61,6 +61,7 @@ PGSTAT_IDLE_INTERVAL = 10.0
 # can lose a reply's `done`, and waiting for the deadline would eat the time budget.
 STALL_SECONDS = 15.0
 MESSAGE_TABLE, CONVERSATION_TABLE = "conversations_message", "conversations_conversation"
+USAGE_TABLE = "conversations_usage"  # one row per reply (absent before usage was recorded)
 
 
 @dataclass
@@ -362,15 +363,15 @@ class Bench:
     def db_counters(self) -> dict[str, int]:
         rows = self.stats.execute(
             "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = ANY(%s)",
-            [[MESSAGE_TABLE, CONVERSATION_TABLE]],
+            [[MESSAGE_TABLE, CONVERSATION_TABLE, USAGE_TABLE]],
         ).fetchall()
-        counters = {}
+        counters = {"usage_ins": 0, "usage_upd": 0}
         # Connections the app opened (Postgres 14+ counts sessions per database), for the pool.
         (counters["sessions"],) = self.stats.execute(
             "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
         for relname, inserted, updated in rows:
-            short = "message" if relname == MESSAGE_TABLE else "conversation"
+            short = {MESSAGE_TABLE: "message", CONVERSATION_TABLE: "conversation", USAGE_TABLE: "usage"}[relname]
             counters[f"{short}_ins"], counters[f"{short}_upd"] = inserted, updated
         return counters
 

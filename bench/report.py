@@ -238,7 +238,8 @@ def wire_section(results: dict) -> str:
     rows = []
     for f in results.get("wire", []):
         db = f.get("db_per_reply", {})
-        writes = db.get("message_ins", 0) + db.get("message_upd", 0) + db.get("conversation_ins", 0) + db.get("conversation_upd", 0)
+        writes = sum(db.get(f"{table}_{kind}", 0) for table in ("message", "conversation", "usage")
+                     for kind in ("ins", "upd"))
         allowed = TARGETS["writes_per_reply"] + (f["reply_s"] or 0)
         ratio = f["bytes_per_reply"] / f["reply_chars"] if f["reply_chars"] else None
         pace = "50/s" if f["delay"] else "unpaced"
@@ -246,7 +247,7 @@ def wire_section(results: dict) -> str:
             str(f["tokens"]), pace, num(f["reply_chars"]), num(f["bytes_per_reply"]), num(ratio, 2),
             num(f["deltas_per_reply"], 1), num(f["reply_s"], 2),
             f"{num(writes, 1)} ({num(db.get('message_ins'), 1)} ins + {num(db.get('message_upd'), 1)} upd msg, "
-            f"{num(db.get('conversation_upd'), 1)} upd conv)",
+            f"{num(db.get('conversation_upd'), 1)} upd conv, {num(db.get('usage_ins', 0), 1)} ins usage)",
             f"{num(allowed, 1)} {verdict(writes <= allowed)}",
             num(db["sessions"] * 100, 1) if "sessions" in db else "—",
         ])
@@ -272,7 +273,8 @@ def wire_section(results: dict) -> str:
         slope + "Bytes are the UTF-8 payloads of every frame the sending tab receives after its `send` "
         "(its own message, the title, the reply's `message`, the deltas and `done`), without the "
         "2–4 byte websocket frame headers. DB writes are `n_tup_ins + n_tup_upd` of "
-        "`conversations_message` and `conversations_conversation` in `pg_stat_user_tables`, read "
+        "`conversations_message`, `conversations_conversation` and `conversations_usage` in "
+        "`pg_stat_user_tables`, read "
         f"after every backend had been idle {10} s (Postgres 15 flushes them no sooner), ÷ N; they "
         "include the member's own message. Connections opened are `pg_stat_database.sessions` "
         "over the same window, × 100 ÷ N.",
@@ -366,7 +368,7 @@ def targets_section(results: dict) -> str:
         ]
     for f in results.get("wire", []):
         db = f.get("db_per_reply", {})
-        writes = sum(db.values())
+        writes = sum(value for key, value in db.items() if key.endswith(("_ins", "_upd")))
         allowed = TARGETS["writes_per_reply"] + (f["reply_s"] or 0)
         pace = ", 50/s" if f["delay"] else ""
         rows.append([f"≤ 2 DB writes per reply + 1/s, M={f['tokens']}{pace}", f"{writes:.1f} (allowed {allowed:.1f})",
