@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from conversations.accounts import throttle as login_throttle
 from conversations.web import api, views
@@ -15,5 +16,8 @@ urlpatterns = [
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
     path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
+    # The script's words, in the page's language (a script file: no inline script, CSP holds).
+    path("jsi18n/", JavaScriptCatalog.as_view(domain="djangojs"), name="javascript-catalog"),
+    path("i18n/", include("django.conf.urls.i18n")),  # set_language, for the language switch
     path("admin/", admin.site.urls),
 ]

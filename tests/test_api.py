@@ -19,7 +19,8 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.django_db
 
 CONTRACT_KEYS = {"id", "title", "model", "system_prompt", "params", "created_at", "updated_at"}
-MESSAGE_KEYS = {"id", "role", "content", "status", "parent_id", "created_at"}
+# The contract's, plus the branch switcher's sibling_ids (docs/protocol.md).
+MESSAGE_KEYS = {"id", "role", "content", "status", "parent_id", "created_at", "sibling_ids"}
 ASSISTANT_KEYS = MESSAGE_KEYS | {"model", "finish_reason", "usage"}
 
 
@@ -261,7 +262,7 @@ def test_the_detail_shows_content_parts_as_sent(alice):
     messages = alice.client.get(url_of(conversation)).json()["messages"]
     assert messages == [{
         "id": str(question.id), "role": "user", "content": parts, "status": "complete",
-        "parent_id": None, "created_at": question.created_at.isoformat(),
+        "parent_id": None, "created_at": question.created_at.isoformat(), "sibling_ids": [str(question.id)],
     }]
 
 

@@ -138,6 +138,11 @@ def postgres(transactional_db, monkeypatch):
     yield admin
     admin.allow()
     admin.admin.close()
+    # The pool gave up reconnecting while the database refused it: have it whole again
+    # before the next test asks it for a connection.
+    pool = connection.pool
+    pool.check()
+    pool.wait(timeout=30)
     # The connection of the thread that plain sync_to_async uses may have been terminated
     # and not touched since: have it checked before its next use, as database_sync_to_async would.
     asyncio.run(database_sync_to_async(close_old_connections)())

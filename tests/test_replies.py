@@ -213,6 +213,46 @@ async def test_regenerate_and_edit_make_sibling_branches(alice, upstream, socket
     assert [m["id"] for m in snapshot["messages"]] == [str(new_question.id), edited.message_id]
 
 
+async def test_selecting_a_branch_shows_it_in_every_tab_and_the_next_question_follows_it(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    other = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='first fake:{"text": "answer one"}', client_id=str(uuid.uuid4()))
+    first = await follow_reply(tab.recv)
+    await tab.send(type="regenerate", message_id=first.message_id, client_id=str(uuid.uuid4()))
+    regenerated = await tab.until(lambda f: f["type"] == "message" and f["message"]["status"] == "streaming")
+    assert regenerated["message"]["sibling_ids"] == [first.message_id, regenerated["message"]["id"]]
+    await follow_reply(tab.recv, message_id=regenerated["message"]["id"])
+
+    await tab.send(type="select", message_id=first.message_id)
+    for each in (tab, other):
+        snapshot = await each.until(lambda f: f["type"] == "snapshot")
+        assert snapshot["messages"][-1]["id"] == first.message_id
+        assert snapshot["messages"][-1]["sibling_ids"] == regenerated["message"]["sibling_ids"]
+
+    await tab.send(type="send", content="and then?", client_id=str(uuid.uuid4()))
+    reply = await follow_reply(tab.recv)
+    row = await database_sync_to_async(Message.objects.get)(pk=reply.message_id)
+    assert first.message_id in row.request["message_ids"]  # the branch on screen went upstream
+    assert regenerated["message"]["id"] not in row.request["message_ids"]
+
+
+async def test_a_branch_cannot_be_switched_while_a_reply_streams(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content="quick", client_id=str(uuid.uuid4()))
+    first = await follow_reply(tab.recv)
+    await tab.send(type="send", content='slow fake:{"tokens": 40, "delay": 0.05}', client_id=str(uuid.uuid4()))
+    await tab.until(lambda f: f["type"] == "delta")
+    await tab.send(type="select", message_id=first.message_id)
+    refused = await tab.until(lambda f: f["type"] == "error")
+    assert refused["code"] == "busy"
+    await tab.send(type="stop")
+    await tab.until(lambda f: f["type"] == "done")
+    await tab.send(type="select", message_id=str(uuid.uuid4()))
+    assert (await tab.until(lambda f: f["type"] == "error"))["code"] == "not_found"
+
+
 async def test_a_resent_regenerate_frame_makes_no_second_sibling(alice, upstream, sockets):
     conversation = await database_sync_to_async(alice.conversation)()
     tab = await open_tab(sockets, alice, conversation)

@@ -35,6 +35,26 @@ def branch(messages: dict, leaf_id) -> list[Message]:
     return path
 
 
+def sibling_ids(messages: dict, message: Message) -> list[str]:
+    """The ids of the message and its siblings (same parent), oldest first: the branch switcher."""
+    siblings = [m for m in messages.values() if m.parent_id == message.parent_id]
+    siblings.sort(key=lambda m: (m.created_at, str(m.id)))
+    return [str(m.id) for m in siblings]
+
+
+def latest_leaf(messages: dict, message_id) -> Message | None:
+    """The end of the branch through `message_id`, following the newest child at each step."""
+    node = messages.get(message_id)
+    if node is None:
+        return None
+    children: dict = {}
+    for m in messages.values():
+        children.setdefault(m.parent_id, []).append(m)
+    while children.get(node.id):
+        node = max(children[node.id], key=lambda m: (m.created_at, str(m.id)))
+    return node
+
+
 def load_branch(conversation: Conversation, leaf_id) -> list[Message]:
     """Load every message of the conversation once and walk to `leaf_id`."""
     messages = {m.id: m for m in Message.objects.filter(conversation=conversation)}

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from conversations.chat import broadcast, errors, tokens
 from conversations.chat.serializers import message_dict
@@ -56,7 +57,7 @@ def finish_reply(reply_id: uuid.UUID, run_id: uuid.UUID, *, text: str, status: s
     """Write a reply's end, record its usage and announce it; False if it is not this run's any more
     (the conversation was deleted, or a sweep marked it interrupted)."""
     with transaction.atomic():
-        reply = (Message.objects.select_for_update(of=("self",)).select_related("conversation")
+        reply = (Message.objects.select_for_update(of=("self",)).select_related("conversation__owner")
                  .filter(pk=reply_id, status=Message.Status.STREAMING, run_id=run_id).first())
         if reply is None:
             return False
@@ -64,7 +65,9 @@ def finish_reply(reply_id: uuid.UUID, run_id: uuid.UUID, *, text: str, status: s
         _end(reply, text=text, status=status, finish_reason=finish_reason or "", usage=counts,
              error_code=error_code, error_detail=error_detail, ttft_ms=ttft_ms, duration_ms=duration_ms)
         if status == Message.Status.ERROR or error_code:
-            frame = errors.frame(error_code, error_detail, message_id=str(reply.id))
+            # Every tab of the member hears it at once: in the language the member chose, if any.
+            with translation.override(reply.conversation.owner.chosen_language or settings.LANGUAGE_CODE):
+                frame = errors.frame(error_code, error_detail, message_id=str(reply.id))
         else:
             frame = {"type": "done", "message_id": str(reply.id), "status": status,
                      "finish_reason": finish_reason or None, "usage": counts}

@@ -6,7 +6,8 @@ from conversations.chat import errors
 from conversations.models import Conversation, Message
 
 
-def message_dict(message: Message) -> dict:
+def message_dict(message: Message, siblings: list[str] | None = None) -> dict:
+    """A message as the protocol gives it; `siblings` (its own id among them) when known."""
     data = {
         "id": str(message.id),
         "role": message.role,
@@ -19,6 +20,8 @@ def message_dict(message: Message) -> dict:
         data["model"] = message.model
         data["finish_reason"] = message.finish_reason or None
         data["usage"] = message.usage
+    if siblings is not None:
+        data["sibling_ids"] = siblings
     if message.error_code:
         # The words in the active language; the code and detail for a client's own words.
         data["error"] = {"code": message.error_code, "message": errors.describe(message.error_code, message.error_detail),

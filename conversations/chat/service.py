@@ -16,6 +16,7 @@ import logging
 import uuid
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from conversations.chat import broadcast, generation, snapshots, turns
 from conversations.chat.access import NotFound, get_conversation
@@ -111,7 +112,12 @@ async def _check_image_hosts(parts: list | None) -> None:
     try:
         await asyncio.gather(*checks)
     except netguard.Blocked as blocked:
-        raise Invalid(f"This image URL cannot be used: {blocked.message}") from None
+        raise Invalid(_("This image URL cannot be used: %(why)s") % {"why": blocked.message}) from None
+
+
+async def select(user, conversation_id, message_id: uuid.UUID) -> None:
+    """Show another branch; every tab of the conversation reads a fresh snapshot."""
+    await broadcast.act(turns.select, user, conversation_id, message_id)
 
 
 async def stop(user, conversation_id) -> bool:

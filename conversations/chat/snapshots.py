@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from conversations.chat import replies
 from conversations.chat.access import get_conversation
-from conversations.chat.context import branch
+from conversations.chat.context import branch, sibling_ids
 from conversations.chat.serializers import conversation_dict, message_dict
 from conversations.models import Conversation, Message
 
@@ -33,10 +33,16 @@ def streaming_reply_id(user, conversation_id) -> uuid.UUID | None:
     return next((m.id for m in _messages(conversation).values() if m.status == Message.Status.STREAMING), None)
 
 
+def branch_dicts(conversation: Conversation) -> list[dict]:
+    """The current branch, oldest first, each message with its siblings' ids."""
+    messages = _messages(conversation)
+    return [message_dict(m, sibling_ids(messages, m)) for m in branch(messages, conversation.current_leaf_id)]
+
+
 def snapshot(user, conversation_id) -> dict:
     """The conversation, its current branch and the reply streaming, if any."""
     conversation = get_conversation(user, conversation_id)
-    path = [message_dict(m) for m in branch(_messages(conversation), conversation.current_leaf_id)]
+    path = branch_dicts(conversation)
     active = next((m for m in path if m["status"] == Message.Status.STREAMING), None)
     conv = conversation_dict(conversation)
     return {

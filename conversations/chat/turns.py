@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from conversations.chat import broadcast, drain, replies
 from conversations.chat.access import NotFound, get_conversation
-from conversations.chat.context import branch, build_context
+from conversations.chat.context import branch, build_context, latest_leaf, sibling_ids
 from conversations.chat.conversations import announce_changed
 from conversations.chat.serializers import message_dict
 from conversations.models import Conversation, Message, lease_deadline
@@ -71,7 +72,7 @@ def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | 
         if original is None:
             raise NotFound("message")
         if original.role != Message.Role.USER:
-            raise Invalid("Only a member's message can be edited.")
+            raise Invalid(_("Only a member's message can be edited."))
         return _question(conversation, messages, original.parent_id, text, parts, client_id)
 
     return _in_turn(user, conversation_id, make)
@@ -88,10 +89,31 @@ def regenerate(user, conversation_id, message_id: uuid.UUID | None, client_id: u
         if old is None:
             raise NotFound("message")
         if old.role != Message.Role.ASSISTANT or old.parent_id is None:
-            raise Invalid("Only an assistant reply can be regenerated.")
+            raise Invalid(_("Only an assistant reply can be regenerated."))
         return _start_reply(conversation, messages, messages[old.parent_id], client_id)
 
     return _in_turn(user, conversation_id, make)
+
+
+def select(user, conversation_id, message_id: uuid.UUID) -> None:
+    """Show the branch through `message_id` (its newest end): the next question continues it.
+
+    Refused as Busy while a reply streams: the tabs would leave the reply they follow.
+    Every tab of the conversation is told to read a fresh snapshot.
+    """
+    with transaction.atomic():
+        conversation = get_conversation(user, conversation_id, lock=True)
+        messages = {m.id: m for m in Message.objects.filter(conversation=conversation)}
+        if any(m.status == Message.Status.STREAMING for m in messages.values()):
+            raise Busy()
+        leaf = latest_leaf(messages, message_id)
+        if leaf is None:
+            raise NotFound("message")
+        if leaf.id == conversation.current_leaf_id:
+            return
+        conversation.current_leaf = leaf
+        conversation.save(update_fields=["current_leaf"])
+        broadcast.announce(broadcast.conversation_group(conversation.id), {"type": "branch.changed"})
 
 
 def _in_turn(user, conversation_id, make) -> Turn:
@@ -121,8 +143,8 @@ def _question(conversation: Conversation, messages: dict, parent_id, text: str, 
         content=text, content_parts=parts, client_id=client_id,
     )
     messages[question.id] = question
-    broadcast.announce(broadcast.conversation_group(conversation.id),
-                       broadcast.frame_event({"type": "message", "message": message_dict(question)}))
+    broadcast.announce(broadcast.conversation_group(conversation.id), broadcast.frame_event(
+        {"type": "message", "message": message_dict(question, sibling_ids(messages, question))}))
     if not conversation.title:
         conversation.title = _title_from(text)
         title_event = broadcast.frame_event({"type": "title", "title": conversation.title})
@@ -181,12 +203,13 @@ def _start_reply(conversation: Conversation, messages: dict, question: Message,
             "estimated_tokens": context.estimated_tokens,
         },
     )
+    messages[reply.id] = reply
     conversation.current_leaf = reply
     conversation.updated_at = now
     conversation.save(update_fields=["current_leaf", "title", "updated_at"])
     broadcast.announce(
         broadcast.conversation_group(conversation.id),
-        broadcast.frame_event({"type": "message", "message": message_dict(reply)},
+        broadcast.frame_event({"type": "message", "message": message_dict(reply, sibling_ids(messages, reply))},
                               message_id=str(reply.id), streaming=True),
     )
     announce_changed(conversation, "conversation_updated")
@@ -200,4 +223,4 @@ def _start_reply(conversation: Conversation, messages: dict, question: Message,
     return Turn(conversation.id, conversation.owner_id, reply=reply, body=body)
 
 
-__all__ = ["Busy", "Invalid", "NotFound", "Turn", "ask", "edit", "regenerate"]
+__all__ = ["Busy", "Invalid", "NotFound", "Turn", "ask", "edit", "regenerate", "select"]

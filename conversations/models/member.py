@@ -7,9 +7,11 @@ settings (language, theme, default model) and quotas hang off it.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models, transaction
 from django.dispatch import Signal
+from django.utils.translation import gettext_lazy as _
 
 # Sent inside the transaction of a bulk update that may end members' sign-in
 # (deactivation, a new password): `ids`, the members it touched. accounts/
@@ -43,7 +45,23 @@ class MemberManager(UserManager.from_queryset(MemberQuerySet)):
 
 
 class Member(AbstractUser):
+    class Theme(models.TextChoices):
+        SYSTEM = "", _("Follow the system")
+        LIGHT = "light", _("Light")
+        DARK = "dark", _("Dark")
+
+    # Blank: follow the browser (Accept-Language). Otherwise one of settings.LANGUAGES.
+    language = models.CharField(max_length=16, blank=True)
+    theme = models.CharField(max_length=8, blank=True, choices=Theme.choices)
+    # The model new conversations start with; blank: the team's default (settings.DEFAULT_MODEL).
+    default_model = models.CharField(max_length=200, blank=True)
+
     objects = MemberManager()
+
+    @property
+    def chosen_language(self) -> str | None:
+        """The language the member chose on their account page, if this site speaks it."""
+        return self.language if self.language in dict(settings.LANGUAGES) else None
 
     class Meta(AbstractUser.Meta):
         verbose_name = "member"

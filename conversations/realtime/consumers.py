@@ -24,7 +24,9 @@ import uuid
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
 
+from conversations.accounts.language import socket_language
 from conversations.accounts.sessions import session_digest, still_signed_in
 from conversations.chat import errors
 from conversations.chat import service as chat
@@ -108,7 +110,9 @@ class MemberSocket(AsyncWebsocketConsumer):
         self.groups_joined = []
         self.conversation_id = None
         self.bucket = TokenBucket(settings.WS_FRAMES_PER_SECOND, settings.WS_FRAME_BURST, self._now())
-        return self.user is not None and self.user.is_authenticated
+        signed_in = self.user is not None and self.user.is_authenticated
+        self.language = socket_language(self.user, self.scope.get("headers", ())) if signed_in else settings.LANGUAGE_CODE
+        return signed_in
 
     @staticmethod
     def _now() -> float:
@@ -149,7 +153,9 @@ class MemberSocket(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, detail: dict | None = None, message_id: str | None = None,
                      text: str | None = None) -> None:
-        await self.send(text_data=encode(errors.frame(code, detail, message_id=message_id, text=text)))
+        with translation.override(self.language):
+            frame = errors.frame(code, detail, message_id=message_id, text=None if text is None else str(text))
+        await self.send(text_data=encode(frame))
 
     async def _refuse(self, reason: str | None = None) -> None:
         await self._error("not_found", {"reason": reason} if reason else None)
@@ -261,6 +267,10 @@ class ConversationConsumer(MemberSocket):
     # Client -> server
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
+        with translation.override(self.language):  # the words of what is refused: the member's language
+            await self._receive(text_data)
+
+    async def _receive(self, text_data) -> None:
         if not await self._frame_allowed():
             return
         if text_data is None:
@@ -297,6 +307,9 @@ class ConversationConsumer(MemberSocket):
             )
         elif frame.type == "regenerate":
             turn = await chat.regenerate(self.user, self.conversation_id, frame.message_id, frame.client_id)
+        elif frame.type == "select":
+            await chat.select(self.user, self.conversation_id, frame.message_id)
+            return
         else:
             await chat.stop(self.user, self.conversation_id)
             return
@@ -316,6 +329,11 @@ class ConversationConsumer(MemberSocket):
     async def reply_sync(self, event) -> None:
         if self.listening:
             await self._carry_out(self.delivery.sync_answer(event["message_id"], event["text"], self._now()))
+
+    async def branch_changed(self, event) -> None:
+        """Another branch is on screen (a `select` in any tab): start again from a snapshot."""
+        if self.listening:
+            await self._resnapshot()
 
     async def reply_check(self, event) -> None:
         """The watch found a reply overdue: ask the database what became of it."""

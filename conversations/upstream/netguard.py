@@ -47,12 +47,14 @@ import httpcore
 import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-ALLOW_HINT = "An operator can allow it with UPSTREAM_ALLOWED_HOSTS."
+ALLOW_HINT = gettext_lazy("An operator can allow it with UPSTREAM_ALLOWED_HOSTS.")
 
 # Not public whatever a Python version's `is_global` says (its tables changed in 3.11.10/3.12.4).
 _NON_PUBLIC = tuple(
@@ -152,7 +154,7 @@ def parse_ip(host: str) -> IPAddress | None:
         try:
             return ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
-            raise Blocked("The URL's host is not a valid IPv6 address.") from None
+            raise Blocked(_("The URL's host is not a valid IPv6 address.")) from None
     try:
         return ipaddress.IPv4Address(host)
     except ValueError:
@@ -165,7 +167,7 @@ def parse_ip(host: str) -> IPAddress | None:
     labels = host.rstrip(".").split(".")
     if _NUMERIC_LABEL.fullmatch(labels[-1]):
         # A name never ends in a number (WHATWG URL: such a host is an IPv4 address or invalid).
-        raise Blocked("The URL's host is not a valid address.")
+        raise Blocked(_("The URL's host is not a valid address."))
     return None
 
 
@@ -178,14 +180,14 @@ def normalize_host(host: str) -> str:
         try:
             host = host.encode("idna").decode("ascii")  # nameprep: full-width digits become digits
         except UnicodeError:
-            raise Blocked("The URL's host is not a valid host name.") from None
+            raise Blocked(_("The URL's host is not a valid host name.")) from None
     host = host.lower()
     if host.endswith(".") and ":" not in host:
         host = host[:-1]
     if not host:
-        raise Blocked("The URL has no host.")
+        raise Blocked(_("The URL has no host."))
     if ":" not in host and not _NAME_CHARS.fullmatch(host):
-        raise Blocked("The URL's host is not a plain host name.")
+        raise Blocked(_("The URL's host is not a plain host name."))
     return host
 
 
@@ -311,24 +313,24 @@ def parse_url(url: str) -> Target:
     the host checked here is the host any fetcher would connect to.
     """
     if any(ord(ch) < 32 or ch == "\x7f" for ch in url):
-        raise Blocked("The URL contains control characters.")
+        raise Blocked(_("The URL contains control characters."))
     authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
     if any(ch.isspace() or ch == "\\" for ch in authority):
-        raise Blocked("The URL's host part contains spaces or backslashes.")
+        raise Blocked(_("The URL's host part contains spaces or backslashes."))
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise Blocked("The URL is not valid.") from None
+        raise Blocked(_("The URL is not valid.")) from None
     if parts.scheme not in ("http", "https"):
-        raise Blocked("Only http(s) URLs are allowed.")
+        raise Blocked(_("Only http(s) URLs are allowed."))
     if "@" in parts.netloc:
-        raise Blocked("URLs with a user name or password are not allowed.")
+        raise Blocked(_("URLs with a user name or password are not allowed."))
     try:
         port = parts.port
     except ValueError:
-        raise Blocked("The URL's port is not valid.") from None
+        raise Blocked(_("The URL's port is not valid.")) from None
     if parts.hostname is None:
-        raise Blocked("The URL has no host.")
+        raise Blocked(_("The URL has no host."))
     host = normalize_host(parts.hostname)
     return Target(host, port or (443 if parts.scheme == "https" else 80), parse_ip(host))
 
@@ -342,7 +344,7 @@ def _check_target(target: Target, policy: Policy) -> bool:
         return True
     if is_local_name(target.host):
         raise Blocked(
-            f"The host {target.host!r} is a local network name. {ALLOW_HINT}",
+            _("The host %(host)s is a local network name. %(hint)s") % {"host": repr(target.host), "hint": ALLOW_HINT},
             detail=f"{target.host}:{target.port} is a local name", reason="local network name",
         )
     return False
@@ -354,7 +356,8 @@ def _check_addresses(target: Target, addresses, policy: Policy) -> None:
             shown = target.host if target.host == str(ip) else f"{target.host} ({ip})"
             reason = _reason(ip)
             raise Blocked(
-                f"The address {shown} is not allowed ({reason}). {ALLOW_HINT}",
+                _("The address %(address)s is not allowed (%(reason)s). %(hint)s")
+                % {"address": shown, "reason": reason, "hint": ALLOW_HINT},
                 detail=f"{target.host}:{target.port} -> {ip} ({reason})", reason=reason,
             )
 
@@ -398,7 +401,7 @@ async def check_url(url: str, policy: Policy, *, unresolvable_ok: bool = False,
     except (OSError, TimeoutError, UnicodeError):
         if unresolvable_ok:
             return
-        raise Blocked(f"The host {target.host!r} could not be resolved.", reason="unresolvable") from None
+        raise Blocked(_("The host %(host)s could not be resolved.") % {"host": repr(target.host)}, reason="unresolvable") from None
     _check_addresses(target, addresses, policy)
 
 
@@ -412,7 +415,7 @@ def check_url_blocking(url: str, policy: Policy, *, unresolvable_ok: bool = Fals
     except (OSError, UnicodeError):
         if unresolvable_ok:
             return
-        raise Blocked(f"The host {target.host!r} could not be resolved.", reason="unresolvable") from None
+        raise Blocked(_("The host %(host)s could not be resolved.") % {"host": repr(target.host)}, reason="unresolvable") from None
     _check_addresses(target, addresses, policy)
 
 

@@ -18,11 +18,11 @@ from django.utils.text import slugify
 
 from conversations.chat import exports
 from conversations.chat.access import NotFound, get_conversation
-from conversations.chat.context import load_branch
 from conversations.chat.conversations import create_conversation, delete_conversation, update_conversation
 from conversations.chat.errors import describe
 from conversations.chat.params import ParamsError, clean_params
-from conversations.chat.serializers import conversation_dict, message_dict
+from conversations.chat.serializers import conversation_dict
+from conversations.chat.snapshots import branch_dicts
 from conversations.models import Conversation
 from conversations.upstream import catalogue
 from conversations.upstream.client import Endpoint, UpstreamError
@@ -162,7 +162,7 @@ def conversation(request, conversation_id):
     else:
         conv = get_conversation(request.user, conversation_id)
     data = conversation_dict(conv)
-    data["messages"] = [message_dict(m) for m in load_branch(conv, conv.current_leaf_id)]
+    data["messages"] = branch_dicts(conv)
     return JsonResponse(data)
 
 
