@@ -31,14 +31,24 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to send requests; the key never appears in repr, logs or errors."""
+    """Where to send requests; the key never appears in repr, logs or errors.
+
+    `provider` names it for records ("" is the default provider, OPENAI_BASE_URL);
+    `allow_private` trusts its host even on a private address (a staff decision).
+    """
 
     base_url: str
     api_key: str = field(default="", repr=False)
+    provider: str = ""
+    allow_private: bool = False
 
     @classmethod
     def default(cls) -> Endpoint:
         return cls(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+
+    def trusted(self):
+        """While set, the SSRF guard lets this endpoint's own host through (when staff allowed it)."""
+        return netguard.trusted_base_url.set(self.base_url if self.allow_private else None)
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
@@ -126,12 +136,23 @@ async def stream_chat(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
                 yield chunk
             return
         except UpstreamError as error:
+            if not started and "stream_options" in body and _refuses_stream_options(error):
+                # Some servers reject the field that asks for usage: ask again without it
+                # (usage is then estimated, chat/replies.py). Once: the body no longer has it.
+                log.info("upstream refused stream_options; asking again without it")
+                body = {key: value for key, value in body.items() if key != "stream_options"}
+                continue
             wait = _retry_wait(error, attempt)
             if started or wait is None:
                 raise
             attempt += 1
             log.info("upstream %s; retry %d in %.1fs", error, attempt, wait)
             await asyncio.sleep(wait)
+
+
+def _refuses_stream_options(error: UpstreamError) -> bool:
+    said = str(error.detail.get("upstream_message") or "").lower()
+    return error.status in (400, 422) and ("stream_options" in said or "include_usage" in said)
 
 
 def _retry_wait(error: UpstreamError, attempt: int) -> float | None:
@@ -146,6 +167,7 @@ def _retry_wait(error: UpstreamError, attempt: int) -> float | None:
 
 async def _stream_once(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
     url = f"{endpoint.base_url}/chat/completions"
+    endpoint.trusted()  # this task's requests: a context variable, so no reset is needed
     try:
         async with client().stream("POST", url, json=body, headers=endpoint.headers()) as response:
             if response.status_code != 200:
