@@ -67,7 +67,10 @@ class ProviderModelInline(admin.TabularInline):
     model = ProviderModel
     extra = 0
     fields = ("name", "enabled", "context_length", "supports_images", "groups")
-    filter_horizontal = ("groups",)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        kwargs["widget"] = forms.CheckboxSelectMultiple  # a team has a few groups: ticks, not two lists
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
 @admin.register(Provider)
