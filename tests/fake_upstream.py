@@ -17,7 +17,8 @@ JSON object, anywhere in the text::
 
 Keys (all optional): ``tokens`` (default 12), ``text``, ``delay``,
 ``first_delay``, ``status``, ``error_code``, ``retry_after``, ``fail_times``, ``reject_stream_options``
-(answer 400 to a request that has ``stream_options``, as some servers do),
+(answer 400 to a request that has ``stream_options``, as some servers do), ``raw``
+(``{"status", "content_type", "body"}``: answer with these bytes as they are, e.g. a real server's),
 ``cut_after``, ``error_after``, ``stall_after``, ``stall`` (default 3600),
 ``malformed_after``, ``no_done``, ``no_stream``, ``finish_reason`` (default
 "stop"), ``drop_usage``, ``redirect`` (a ``Location`` to answer with, status
@@ -540,6 +541,16 @@ class FakeUpstream:
                 self._fail_counts[directive_text] = seen + 1
                 if fail_times is None or seen < fail_times:
                     return await self._send_status(writer, status, script, keep, rec)
+
+            if isinstance(script.get("raw"), dict):  # bytes exactly as a real server sent them (tests/data/seeds)
+                raw = script["raw"]
+                payload = str(raw.get("body", "")).encode()
+                head = self._head(int(raw.get("status", 200)), [
+                    ("Content-Type", str(raw.get("content_type", "text/event-stream"))),
+                    ("Content-Length", str(len(payload))), ("Connection", "close")])
+                rec["streamed_text"] = ""
+                await self._write(writer, head + payload, rec)
+                return False
 
             if script.get("reject_stream_options") and "stream_options" in body:
                 message = "Unrecognized request argument supplied: stream_options"
