@@ -149,6 +149,6 @@ async def check_access(user, conversation_id) -> None:
     await in_thread(get_conversation)(user, conversation_id)
 
 
-async def message_text(user, message_id) -> str:
-    """The stored text of one of the member's messages ('' if not theirs)."""
+async def message_text(user, message_id) -> tuple[str, str]:
+    """The stored answer and reasoning of one of the member's messages (empty if not theirs)."""
     return await in_thread(snapshots.message_text)(user, message_id)

@@ -28,6 +28,7 @@ from conversations.chat.context import branch, build_context, latest_leaf, sibli
 from conversations.chat.conversations import announce_changed
 from conversations.chat.serializers import message_dict
 from conversations.models import Conversation, Message, lease_deadline
+from conversations.models.member import opaque_member_id
 from conversations.upstream import providers
 from conversations.upstream.client import Endpoint
 
@@ -241,6 +242,7 @@ def _start_reply(conversation: Conversation, messages: dict, question: Message, 
         "messages": context.messages,
         "stream": True,
         "stream_options": {"include_usage": True},
+        "user": opaque_member_id(conversation.owner_id),  # never a name or an email
     }
     return Turn(conversation.id, conversation.owner_id, reply=reply, body=body,
                 endpoint=providers.endpoint_for(choice.provider))

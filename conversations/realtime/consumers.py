@@ -330,7 +330,8 @@ class ConversationConsumer(MemberSocket):
 
     async def reply_sync(self, event) -> None:
         if self.listening:
-            await self._carry_out(self.delivery.sync_answer(event["message_id"], event["text"], self._now()))
+            await self._carry_out(self.delivery.sync_answer(event["message_id"], event["text"], self._now(),
+                                                            event.get("reasoning", "")))
 
     async def branch_changed(self, event) -> None:
         """Another branch is on screen (a `select` in any tab): start again from a snapshot."""
@@ -376,11 +377,11 @@ class ConversationConsumer(MemberSocket):
             elif kind == "catch_up":
                 _kind, message_id, then = command
                 try:
-                    text = await chat.message_text(self.user, message_id)
+                    text, reasoning = await chat.message_text(self.user, message_id)
                 except DATABASE_OUTAGE_ERRORS:
                     log.warning("a socket could not catch up on reply %s (database unavailable)", message_id)
-                    text = ""
-                await self._carry_out([*self.delivery.caught_up(message_id, text), ("send", then)])
+                    text = reasoning = ""
+                await self._carry_out([*self.delivery.caught_up(message_id, text, reasoning), ("send", then)])
             elif kind == "check":
                 await self.reply_check({})
         self._ensure_watch()
