@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from conversations.chat import broadcast, drain, quotas, replies
+from conversations.chat import broadcast, drain, images, quotas, replies
 from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.context import branch, build_context, latest_leaf, sibling_ids
 from conversations.chat.conversations import announce_changed
@@ -49,10 +49,11 @@ class Invalid(Exception):
     Either words (already in the reader's language) or a detail for chat/errors.py's words.
     """
 
-    def __init__(self, text: str = "", detail: dict | None = None):
-        super().__init__(text or (detail or {}).get("reason", "invalid"))
+    def __init__(self, text: str = "", detail: dict | None = None, code: str = "invalid"):
+        super().__init__(text or (detail or {}).get("reason", code))
         self.text = text
         self.detail = detail
+        self.code = code  # invalid, or too_large for an image over the limits
 
 
 @dataclass
@@ -184,6 +185,10 @@ def _make_room(user, conversation: Conversation, messages: dict, parts: list | N
             messages[message.id] = message
         if any(m.status == Message.Status.STREAMING for m in messages.values()):
             raise Busy()  # a late write renewed its lease while we looked: it lives
+    try:
+        images.check_owned(user, parts)
+    except images.ImageRefused as refused:
+        raise Invalid(detail=refused.detail, code=refused.code) from None
     choice = providers.resolve(user, conversation.model, conversation.provider)
     if choice is None:
         raise Invalid(detail={"reason": "model_not_allowed", "model": conversation.model})
