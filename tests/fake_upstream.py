@@ -40,10 +40,16 @@ Usage::
         assert up.requests[0]["finished"]
 
 Each request is recorded (``up.requests``, or ``GET /_fake/requests``) with its
-``body``, ``headers``, ``script``, ``streamed_text``, ``finished`` and
+``body``, ``headers``, ``script``, ``streamed_text``, ``finished``,
+``received_at`` (``time.time()`` once the request's body had been read) and
 ``first_chunk_at`` (``time.time()`` just before the first content chunk was
-written, ``None`` if none was), which the benchmark uses to measure the time to
-first token a relay adds.
+written, ``None`` if none was). The benchmark uses the two to split the time to
+first token a relay adds: before the upstream request, and after the first chunk.
+
+An unpaced stream with no fault scripted (no ``delay``, ``first_delay`` or
+``*_after``) is written in a few large writes rather than one per chunk, so a
+benchmark's relay, not this server, is what runs out of CPU first. The bytes on
+the wire are the same: one HTTP chunk per SSE event.
 
 or as a process: ``python -m tests.fake_upstream --port 8001``.
 """
@@ -73,6 +79,8 @@ _JSON_DECODER = json.JSONDecoder()
 _DONE_FRAME_DATA = b"data: [DONE]\n\n"
 _MALFORMED_DATA = b"data: {not json\n\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+# An unpaced stream is written in slices of this size (see FakeUpstream._write_whole).
+_BULK_WRITE_BYTES = 256 * 1024
 
 
 class _ClientGone(Exception):
@@ -358,6 +366,7 @@ class FakeUpstream:
             except ValueError:
                 raise _BadRequest("bad Content-Length") from None
             body = await reader.readexactly(length) if length > 0 else b""
+        received_at = time.time()
         connection = headers.get("connection", "").lower()
         keep_alive = "close" not in connection and (version.upper() != "HTTP/1.0" or "keep-alive" in connection)
         return {
@@ -366,6 +375,7 @@ class FakeUpstream:
             "headers": headers,
             "body": body,
             "keep_alive": keep_alive,
+            "received_at": received_at,
         }
 
     @staticmethod
@@ -505,6 +515,7 @@ class FakeUpstream:
             "script": {},
             "streamed_text": "",
             "finished": False,
+            "received_at": req["received_at"],  # time.time() once the body had been read
             "first_chunk_at": None,  # time.time() just before the first content chunk is written
         }
         try:
@@ -681,6 +692,20 @@ class FakeUpstream:
             ],
         )
         role = _sse(dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
+        tail = _frame(_sse(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": script.get("finish_reason", "stop")}])))
+        if include_usage and not script.get("drop_usage"):
+            prompt_tokens = self._prompt_tokens(body)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
+            tail += _frame(_sse(dict(base, choices=[], usage=usage)))
+        if not script.get("no_done"):
+            tail += _frame(_DONE_FRAME_DATA)
+        tail += _LAST_CHUNK
+
+        faults = (cut_at, error_at, stall_at, malformed_at)
+        if not delay and not first_delay and all(at is None for at in faults):
+            await self._write_whole(writer, rec, pieces, [head + _frame(role), *thoughts, *frames], tail)
+            return keep
+
         await self._write(writer, head + _frame(role))
         for thought in thoughts:  # the reasoning comes first, as DeepSeek's and Qwen's do
             if delay:
@@ -724,15 +749,25 @@ class FakeUpstream:
                 rec["first_chunk_at"] = time.time()
             await self._write(writer, frames[i])
 
-        tail = _frame(_sse(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": script.get("finish_reason", "stop")}])))
-        if include_usage and not script.get("drop_usage"):
-            prompt_tokens = self._prompt_tokens(body)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
-            tail += _frame(_sse(dict(base, choices=[], usage=usage)))
-        if not script.get("no_done"):
-            tail += _frame(_DONE_FRAME_DATA)
-        await self._write(writer, tail + _LAST_CHUNK, rec)
+        await self._write(writer, tail, rec)
         return keep
+
+    async def _write_whole(
+        self, writer: asyncio.StreamWriter, rec: dict[str, Any], pieces: list[str], parts: list[bytes], tail: bytes
+    ) -> None:
+        """An unpaced, faultless stream: the same bytes as chunk by chunk, in a few large writes.
+
+        One write per chunk is one send() system call per chunk, which at a hundred
+        streams at once made this server, not the relay under test, the bottleneck.
+        """
+        payload = b"".join(parts) + tail
+        rec["streamed_text"] = "".join(pieces)
+        if pieces:
+            rec["first_chunk_at"] = time.time()  # the first content chunk is in the first write
+        step = _BULK_WRITE_BYTES
+        for start in range(0, len(payload), step):
+            last = start + step >= len(payload)
+            await self._write(writer, payload[start:start + step], rec if last else None)
 
     @staticmethod
     async def _stall(reader: asyncio.StreamReader, seconds: float) -> None:

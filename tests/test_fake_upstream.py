@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -282,6 +283,43 @@ def test_first_chunk_at_is_recorded(upstream: FakeUpstream, client: httpx.Client
     sent, failed = upstream.wait_for_requests(2)
     assert before <= sent["first_chunk_at"] <= time.time()
     assert failed["first_chunk_at"] is None  # no content was written
+
+
+def test_received_at_comes_before_the_first_chunk(upstream: FakeUpstream, client: httpx.Client) -> None:
+    before = time.time()
+    stream(client, upstream.base_url, chat_body('t fake:{"tokens": 3}'))
+    stream(client, upstream.base_url, chat_body('t fake:{"status": 500}'))
+    sent, failed = upstream.wait_for_requests(2)
+    assert before <= sent["received_at"] <= sent["first_chunk_at"] <= time.time()
+    assert failed["received_at"] >= sent["received_at"]  # recorded for every request, answered or not
+
+
+def raw_stream(base_url: str, body: dict[str, Any]) -> bytes:
+    """The response exactly as sent, chunked framing included (httpx would decode it)."""
+    host, port = base_url.split("//", 1)[1].split("/", 1)[0].split(":")
+    payload = json.dumps(body).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + payload)
+        parts = []
+        while data := sock.recv(65536):
+            parts.append(data)
+    return b"".join(parts)
+
+
+def test_an_unpaced_stream_sends_the_same_bytes_as_a_paced_one(upstream: FakeUpstream) -> None:
+    """The unpaced fast path (a few large writes) changes how the bytes are written, not which."""
+    def normalised(directive: str) -> bytes:
+        raw = raw_stream(upstream.base_url, chat_body(f"same fake:{directive}", include_usage=True))
+        raw = re.sub(rb"chatcmpl-[0-9a-f]+", b"ID", raw)
+        return re.sub(rb'"created":\d+', b'"created":0', raw)
+
+    unpaced = normalised('{"tokens": 40, "delay": 0.000}')  # as long as the paced one: same usage
+    paced = normalised('{"tokens": 40, "delay": 0.001}')
+    assert unpaced == paced
+    assert unpaced.count(b"\r\ndata: ") == 40 + 4  # role, 40 chunks, finish, usage, [DONE]: one HTTP chunk each
+    assert upstream.requests[-2]["streamed_text"] == upstream.requests[-1]["streamed_text"]
 
 
 def test_first_delay_and_delay(upstream: FakeUpstream, client: httpx.Client) -> None:
