@@ -18,7 +18,13 @@ Modes:
           and records when each delta reaches each socket.
   idle    open the sockets, read the snapshots, then only wait.
 
-Times are `time.time()`, so they compare with the fake upstream's `first_chunk_at`.
+Times are `time.time()`, so they compare with the fake upstream's `received_at`
+and `first_chunk_at`.
+
+Each socket offers permessage-deflate, as browsers do, and counts what it reads
+two ways: `bytes`, the payloads as the page gets them (decompressed), and
+`wire_bytes`, the frames as they travelled (header + payload, compressed when the
+server agreed to compress). Without compression the two differ by the headers.
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ import json
 import sys
 import time
 import uuid
+from collections import deque
 
 import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.extensions import Extension
+from websockets.frames import Frame, Opcode
 
 # The last time any socket or stream received something (None: nothing yet). A phase
 # whose frames stopped arriving (an overloaded app can lose a `done`) ends `stall`
@@ -57,17 +66,89 @@ async def read_command() -> str:
 
 
 def new_outcome() -> dict:
+    """One reply's outcome. `gap_max`: the longest wait for a text update while the text was
+    arriving, i.e. over every delta after the first, its arrival minus the previous frame's."""
     return {
         "send_at": None, "first_at": None, "done_at": None,
-        "deltas": 0, "frames": 0, "bytes": 0, "delta_bytes": 0,
+        "deltas": 0, "frames": 0, "bytes": 0, "wire_bytes": 0, "delta_bytes": 0, "gap_max": None,
         "text_len": 0, "ok": False, "error": None,
     }
 
 
+class Gaps:
+    """The longest interval before a text update, from the second update on."""
+
+    def __init__(self, out: dict):
+        self.out = out
+        self.last: float | None = None  # the previous frame's arrival, once the text has begun
+
+    def frame(self, now: float, is_text: bool) -> None:
+        if self.last is not None and is_text:
+            gap = now - self.last
+            if self.out["gap_max"] is None or gap > self.out["gap_max"]:
+                self.out["gap_max"] = gap
+        if self.last is not None or is_text:
+            self.last = now
+
+
 # Sockets
 
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
-async def open_socket(endpoint: dict, conv: dict, gate: asyncio.Semaphore) -> ClientConnection:
+
+class WireMeter(Extension):
+    """Sizes of the frames as they arrived, before any decompression.
+
+    Not negotiated: it is put last in the connection's extensions, and websockets
+    decodes a received frame through them in reverse order, so it sees the frame
+    as read from the socket. Server frames are unmasked: the header is 2 bytes,
+    plus 2 or 8 for a longer payload.
+    """
+
+    name = "x-bench-wire-meter"
+
+    def __init__(self) -> None:
+        self.frames: deque[tuple[bool, int, bool]] = deque()  # (data frame?, wire bytes, fin)
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        length = len(frame.data)
+        header = 2 + (0 if length < 126 else 2 if length < 65536 else 8)
+        self.frames.append((frame.opcode in _DATA, header + length, frame.fin))
+        return frame
+
+    def encode(self, frame: Frame) -> Frame:
+        return frame
+
+    def take_message(self) -> int:
+        """Wire bytes of the next message received (its frames and any control frame among them).
+
+        The connection parses ahead of recv(): frames are taken in order, one message per recv().
+        """
+        total = 0
+        while self.frames:
+            is_data, size, fin = self.frames.popleft()
+            total += size
+            if is_data and fin:
+                break
+        return total
+
+
+class MeteredConnection(ClientConnection):
+    """A client connection with a WireMeter installed as the handshake's extensions are settled,
+    so that even a frame arriving in the same read as the handshake's answer is measured."""
+
+    def __init__(self, protocol, **kwargs) -> None:
+        super().__init__(protocol, **kwargs)
+        self.meter = WireMeter()
+        negotiate = protocol.process_extensions
+        protocol.process_extensions = lambda headers: [*negotiate(headers), self.meter]
+
+    @property
+    def compressed(self) -> bool:
+        return any(e.name == "permessage-deflate" for e in self.protocol.extensions)
+
+
+async def open_socket(endpoint: dict, conv: dict, gate: asyncio.Semaphore) -> MeteredConnection:
     """A signed-in, same-origin tab on one conversation, past its snapshot."""
     async with gate:
         ws = await connect(
@@ -76,11 +157,13 @@ async def open_socket(endpoint: dict, conv: dict, gate: asyncio.Semaphore) -> Cl
             additional_headers={"Cookie": f"sessionid={conv['session']}"},
             open_timeout=OPEN_TIMEOUT,
             ping_interval=None,  # no keepalive traffic inside the measurements
-            compression=None,  # daphne does not offer permessage-deflate either
+            compression="deflate",  # offered as browsers offer it; used only if the server agrees
             max_size=None,
+            create_connection=MeteredConnection,
         )
         try:
             snapshot = json.loads(await asyncio.wait_for(ws.recv(decode=False), OPEN_TIMEOUT))
+            ws.meter.take_message()
         except BaseException:
             await ws.close()
             raise
@@ -90,7 +173,7 @@ async def open_socket(endpoint: dict, conv: dict, gate: asyncio.Semaphore) -> Cl
         return ws
 
 
-async def open_all(endpoint: dict, convs: list[dict]) -> tuple[list[ClientConnection | None], list[str]]:
+async def open_all(endpoint: dict, convs: list[dict]) -> tuple[list[MeteredConnection | None], list[str]]:
     """Open one socket per conversation; a failure leaves None and an error string."""
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     results = await asyncio.gather(*(open_socket(endpoint, c, gate) for c in convs), return_exceptions=True)
@@ -108,21 +191,25 @@ async def close_all(sockets) -> None:
     await asyncio.gather(*(ws.close() for ws in sockets if ws is not None), return_exceptions=True)
 
 
-async def follow_reply(ws: ClientConnection, expected: str, out: dict, times: dict | None = None) -> None:
+async def follow_reply(ws: MeteredConnection, expected: str, out: dict, times: dict | None = None) -> None:
     """Read frames until the reply ends, filling `out`; `times` gets offset -> arrival.
 
     The reply is the first assistant message announced as streaming; each of its
     deltas must start exactly where the text so far ends.
     """
     reply_id, parts, length = None, [], 0
+    gaps = Gaps(out)
+    out["compressed"] = ws.compressed
     while True:
         data = await ws.recv(decode=False)
         now = time.time()
         activity["at"] = time.monotonic()
         out["frames"] += 1
         out["bytes"] += len(data)
+        out["wire_bytes"] += ws.meter.take_message()
         frame = json.loads(data)
         kind = frame.get("type")
+        gaps.frame(now, kind == "delta" and frame["message_id"] == reply_id)
         if kind == "message" and reply_id is None and frame["message"]["status"] == "streaming":
             reply_id = frame["message"]["id"]
         elif kind == "delta" and frame["message_id"] == reply_id:
@@ -148,7 +235,7 @@ async def follow_reply(ws: ClientConnection, expected: str, out: dict, times: di
             return
 
 
-async def send_and_follow(ws: ClientConnection, conv: dict, out: dict, times: dict | None = None) -> None:
+async def send_and_follow(ws: MeteredConnection, conv: dict, out: dict, times: dict | None = None) -> None:
     frame = json.dumps({"type": "send", "content": conv["content"], "client_id": str(uuid.uuid4())})
     out["send_at"] = time.time()
     await ws.send(frame)
@@ -218,6 +305,7 @@ async def direct_reply(client: httpx.AsyncClient, upstream: dict, conv: dict, ou
     }
     headers = {"Authorization": f"Bearer {upstream['api_key']}"}
     parts = []
+    gaps = Gaps(out)
     out["send_at"] = time.time()
     async with aconnect_sse(client, "POST", upstream["url"], json=body, headers=headers) as source:
         if source.response.status_code != 200:
@@ -229,9 +317,11 @@ async def direct_reply(client: httpx.AsyncClient, upstream: dict, conv: dict, ou
             activity["at"] = time.monotonic()
             choices = json.loads(event.data).get("choices")
             content = choices[0]["delta"].get("content") if choices else None
+            now = time.time()
+            gaps.frame(now, bool(content))
             if content:
                 if out["first_at"] is None:
-                    out["first_at"] = time.time()
+                    out["first_at"] = now
                 out["deltas"] += 1
                 parts.append(content)
     out["done_at"] = time.time()
@@ -242,11 +332,20 @@ async def direct_reply(client: httpx.AsyncClient, upstream: dict, conv: dict, ou
     out["ok"] = out["error"] is None
 
 
+async def warm_up(client: httpx.AsyncClient, upstream: dict, count: int) -> None:
+    """Open the connections before `go`, as the relays keep theirs open between replies
+    (a cold connect would be billed to the baseline's time to first token)."""
+    url = upstream["url"].rsplit("/chat/completions", 1)[0] + "/models"
+    headers = {"Authorization": f"Bearer {upstream['api_key']}"}
+    await asyncio.gather(*(client.get(url, headers=headers) for _ in range(count)), return_exceptions=True)
+
+
 async def run_direct(spec: dict) -> None:
     convs = spec["convs"]
     limits = httpx.Limits(max_connections=len(convs) + 10, max_keepalive_connections=len(convs) + 10)
     timeout = httpx.Timeout(10.0, read=60.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        await warm_up(client, spec["upstream"], len(convs))
         emit("ready", connected=len(convs), errors=[])
         if await read_command() == "go":
             cpu = time.process_time()
