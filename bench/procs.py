@@ -31,6 +31,28 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLK_TCK
 
 
+def cpu_of(pids: list[int]) -> dict[int, tuple[int, float]]:
+    """pid -> (start time in ticks, CPU-seconds so far) of those processes still there."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        found[pid] = (int(fields[19]), (int(fields[11]) + int(fields[12])) / CLK_TCK)  # fields 22, 14 and 15
+    return found
+
+
+def cpu_since(before: dict[int, tuple[int, float]], after: dict[int, tuple[int, float]]) -> float:
+    """CPU-seconds used between two cpu_of readings. A process new since `before` counts whole;
+    one that ended before `after` is not seen (a pool's backends outlive a phase)."""
+    used = 0.0
+    for pid, (started, cpu) in after.items():
+        earlier = before.get(pid)
+        used += cpu - earlier[1] if earlier and earlier[0] == started else cpu
+    return used
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -172,6 +194,12 @@ def start_daphne(name: str, port: int, env: dict, log_dir: Path) -> Service:
     """The app as deployed: daphne through chatsite.server (its send bound costs one check per frame;
     the benchmark's clients read everything, so it drops none of them)."""
     args = [sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+    return Service(name, args, env, port, log_dir)
+
+
+def start_bare_relay(name: str, port: int, env: dict, log_dir: Path) -> Service:
+    """The benchmark's bare relay (bench/bare_relay.py) in plain daphne, on the app's environment."""
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.bare_relay:application"]
     return Service(name, args, env, port, log_dir)
 
 

@@ -3,18 +3,20 @@
 It stands up what a team deployment has, on loopback: a fresh Postgres
 database (`chat_bench`), Redis as the channel layer, the app as a daphne
 process, and the fake OpenAI server (tests/fake_upstream.py) as its own
-process. Websocket clients and the direct httpx baseline run in yet another
+process; beside them the bare relay (bench/bare_relay.py) in a daphne of its
+own. Websocket clients and the direct httpx baseline run in yet another
 process (bench/clients.py), so each side's CPU is its own.
 
 Phases, in this order (the order matters where noted):
   1. wire and database: N=10 replies of M = 100, 500, 2000 tokens, and a paced one;
      bytes per reply and Postgres writes per reply. First, so the counters start
      from a daphne that has written nothing.
-  2. the main table, `runs` times: for each N, the direct baseline, then the relay
-     (unpaced, M=500); then the paced rows (50 tokens/s, M=250).
+  2. the main table, `runs` times: for each N, the direct baseline, then the app
+     (unpaced, M=500), then the bare relay where the plan says; then the paced rows
+     (50 tokens/s, M=250) the same way. N sends leave the clients at once.
   3. two processes: the same replies watched from a second daphne.
   4. idle sockets: 1,000 open, memory and CPU of the app.
-  5. optional: a py-spy profile of the app during unpaced N=100 replies.
+  5. optional: py-spy profiles of the app during paced, then unpaced, N=100 replies.
   6. context rebuild of a 1,000-message conversation, in this process.
 Then it prints the tables and writes bench/results/latest.{md,json}
 (and with --docs, the generated part of docs/benchmarks.md).
@@ -26,12 +28,12 @@ import argparse
 import fcntl
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,8 +43,8 @@ import psycopg
 import redis
 from psycopg import sql
 
-from . import procs, report
-from .report import percentile
+from . import procs, profiling, report
+from .figures import percentile
 
 ROOT = procs.ROOT
 RESULTS = ROOT / "bench" / "results"
@@ -62,6 +64,9 @@ PGSTAT_IDLE_INTERVAL = 10.0
 STALL_SECONDS = 15.0
 MESSAGE_TABLE, CONVERSATION_TABLE = "conversations_message", "conversations_conversation"
 USAGE_TABLE = "conversations_usage"  # one row per reply (absent before usage was recorded)
+# Only one benchmark at a time on a Postgres server: they would drop each other's database.
+# A session-level advisory lock (any database) is seen by every worktree and checkout.
+ADVISORY_LOCK = 0x63686174  # "chat"
 
 
 @dataclass
@@ -73,6 +78,8 @@ class Plan:
     tokens: int = 500
     paced_ns: tuple[int, ...] = (10, 100)
     paced_tokens: int = 250  # at 50 tokens/s a 500-token reply takes 10 s: half saves time
+    bare_ns: tuple[int, ...] = (100,)  # the bare relay beside the app: unpaced rows
+    bare_paced_ns: tuple[int, ...] = (10, 100)  # and paced rows
     wire_n: int = 10
     wire_tokens: tuple[int, ...] = (100, 500, 2000)
     watch_n: int = 10
@@ -81,12 +88,15 @@ class Plan:
     context_messages: int = 1000
     profile: bool = False
     profile_n: int = 100
-    budget_seconds: float = 480.0  # phases that would start later are skipped, and said so
+    # Postgres 15 flushes a backend's table counters only once it has been idle 10 s: the
+    # database figures wait for that. --quick does not, so its writes per reply are approximate.
+    exact_db_counters: bool = True
+    budget_seconds: float = 540.0  # phases that would start later are skipped, and said so
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(runs=1, ns=(1, 10), paced_ns=(10,), wire_tokens=(100, 500), idle_sockets=200,
-                   idle_seconds=3.0, profile_n=10)
+        return cls(runs=1, ns=(1, 10), paced_ns=(10,), bare_ns=(10,), bare_paced_ns=(10,), wire_tokens=(100,),
+                   idle_sockets=200, idle_seconds=3.0, profile_n=10, exact_db_counters=False)
 
     def members_needed(self) -> int:
         return max(self.ns + self.paced_ns + (self.wire_n, self.watch_n, self.profile_n))
@@ -94,7 +104,7 @@ class Plan:
     def conversations_needed(self) -> int:
         main = self.runs * (sum(self.ns) + sum(self.paced_ns))
         wire = self.wire_n * (len(self.wire_tokens) + 1)
-        profile = self.profile_n if self.profile else 0
+        profile = 2 * self.profile_n if self.profile else 0
         return main + wire + 2 * self.watch_n + self.idle_sockets + profile
 
 
@@ -128,6 +138,7 @@ class Bench:
         self.prefix = f"bench-{os.getpid()}-{int(time.time())}"
         self.fake: procs.Service | None = None
         self.daphne: procs.Service | None = None
+        self.bare: procs.Service | None = None
         self.stats: psycopg.Connection | None = None
         self.redis: redis.Redis | None = None
         self.pool: list[dict] = []
@@ -173,6 +184,7 @@ class Bench:
         self._step("creating members and conversations", self._create_rows)
         self.fake = procs.start_fake_upstream(self.fake_port, API_KEY, self.logs)
         self.daphne = procs.start_daphne("daphne-A", procs.free_port(), self.env, self.logs)
+        self.bare = procs.start_bare_relay("bare-relay", procs.free_port(), self.env, self.logs)
         self.stats = psycopg.connect(self.db_url, autocommit=True)
         self.redis = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
 
@@ -234,7 +246,7 @@ class Bench:
         connection.close()
 
     def teardown(self) -> None:
-        for service in (self.daphne, self.fake):
+        for service in (self.daphne, self.bare, self.fake):
             if service is not None:
                 service.stop()
         if self.stats is not None:
@@ -283,6 +295,11 @@ class Bench:
             out.append({"content": content, "expected": expected})
         return out
 
+    def pg_wait(self) -> None:
+        """Before reading pg_stat_user_tables: until every backend has flushed its counters."""
+        if self.plan.exact_db_counters:
+            time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)
+
     @staticmethod
     def endpoint(service: procs.Service) -> dict:
         return {"ws": f"ws://127.0.0.1:{service.port}", "origin": f"http://127.0.0.1:{service.port}"}
@@ -291,12 +308,15 @@ class Bench:
     def deadline(tokens: int, delay: float) -> float:
         return 60.0 + tokens * delay
 
-    def drive(self, spec: dict, n_sockets: int, on_go=None, on_result=None) -> tuple[dict, dict]:
+    def drive(self, spec: dict, n_sockets: int, server: procs.Service | None = None,
+              on_go=None, on_result=None) -> tuple[dict, dict]:
         """Run one client process through ready -> go -> result.
 
-        Returns its result and the CPU-seconds the app and Redis used from `go` to the
-        result (the hooks run just before `go` and just after the result, for the profiler).
+        Returns its result and the CPU-seconds used from `go` to the result by the relay
+        under test (`server`, the app by default), Redis, Postgres and the fake upstream
+        (the hooks run just before `go` and just after the result, for the profiler).
         """
+        server = server or self.daphne
         spec_path = RESULTS / "clients-spec.json"
         with procs.ClientProcess(spec, spec_path, self.logs / "clients.log") as clients:
             ready = clients.expect("ready", timeout=180)
@@ -304,14 +324,28 @@ class Bench:
                 self.notes.append(f"{spec['mode']}: {ready['connected']}/{n_sockets} sockets opened: {ready['errors']}")
             if on_go is not None:
                 on_go()
-            app_before, redis_before = procs.cpu_seconds(self.daphne.pid), self.redis_cpu()
+            before = self.cpu_readings(server)
             clients.send("go")
             result = clients.expect("result", timeout=spec["deadline"] + 30)
-            cpu = {"app": procs.cpu_seconds(self.daphne.pid) - app_before, "redis": self.redis_cpu() - redis_before}
+            after = self.cpu_readings(server)
             if on_result is not None:
                 on_result()
             clients.send("close")
+        cpu = {key: after[key] - before[key] for key in ("app", "redis", "fake")}
+        cpu["postgres"] = procs.cpu_since(before["postgres"], after["postgres"])
         return result, cpu
+
+    def cpu_readings(self, server: procs.Service) -> dict:
+        return {"app": procs.cpu_seconds(server.pid), "redis": self.redis_cpu(),
+                "fake": procs.cpu_seconds(self.fake.pid), "postgres": procs.cpu_of(self.postgres_pids())}
+
+    def postgres_pids(self) -> list[int]:
+        """The benchmark database's backends and the server's own processes (WAL writer,
+        checkpointer, ...), not the backends of other databases (other test runs)."""
+        rows = self.stats.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR backend_type <> 'client backend'"
+        ).fetchall()
+        return [pid for (pid,) in rows]
 
     def redis_cpu(self) -> float:
         """CPU-seconds the Redis server has used: channels-redis moves part of the relay's work there."""
@@ -328,13 +362,14 @@ class Bench:
 
         httpx.post(f"http://127.0.0.1:{self.fake_port}/_fake/reset", timeout=10).raise_for_status()
 
-    def first_chunks(self) -> dict[str, float]:
-        """The fake's first-chunk time of each request, by its last user message."""
+    def upstream_times(self) -> dict[str, dict]:
+        """The fake's `received_at` and `first_chunk_at` of each request, by its last user message."""
         found = {}
         for record in self.fake_requests():
             users = [m for m in (record.get("body") or {}).get("messages", []) if m.get("role") == "user"]
-            if users and record.get("first_chunk_at"):
-                found[users[-1]["content"]] = record["first_chunk_at"]
+            if users and isinstance(users[-1].get("content"), str):
+                found[users[-1]["content"]] = {"received_at": record.get("received_at"),
+                                               "first_chunk_at": record.get("first_chunk_at")}
         return found
 
     def wait_quiet(self, timeout: float = 30.0) -> None:
@@ -349,16 +384,17 @@ class Bench:
             time.sleep(0.2)
         self.notes.append(f"replies still streaming {timeout:.0f}s after a phase")
 
-    def wait_app_idle(self, timeout: float = 30.0) -> None:
-        """Until daphne uses under 10% of a core: an overloaded phase leaves work behind
+    def wait_app_idle(self, server: procs.Service | None = None, timeout: float = 30.0) -> None:
+        """Until the relay uses under 10% of a core: an overloaded phase leaves work behind
         (queued frames, logging) that would otherwise be billed to the next one."""
+        server = server or self.daphne
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            before = procs.cpu_seconds(self.daphne.pid)
+            before = procs.cpu_seconds(server.pid)
             time.sleep(0.5)
-            if procs.cpu_seconds(self.daphne.pid) - before < 0.05:
+            if procs.cpu_seconds(server.pid) - before < 0.05:
                 return
-        self.notes.append(f"the app was still busy {timeout:.0f}s after a phase")
+        self.notes.append(f"{server.name} was still busy {timeout:.0f}s after a phase")
 
     def db_counters(self) -> dict[str, int]:
         rows = self.stats.execute(
@@ -378,21 +414,37 @@ class Bench:
     # Phases
 
     def relay_phase(self, n: int, tokens: int, delay: float, label: str, **hooks) -> dict:
+        """N replies through the app, one signed-in tab each."""
         convs = [dict(c, **m) for c, m in zip(self.take(n), self.messages(n, tokens, delay, label))]
-        self.reset_fake()
-        spec = {"mode": "relay", "app": self.endpoint(self.daphne), "convs": convs,
-                "deadline": self.deadline(tokens, delay), "stall": STALL_SECONDS}
-        result, cpu = self.drive(spec, n, **hooks)
-        figures = phase_figures("relay", n, tokens, delay, convs, result, self.first_chunks())
-        figures["cpu_s"], figures["redis_cpu_s"] = cpu["app"], cpu["redis"]
-        held = figures["ok"] == n
-        figures["cpu_ms_per_token"] = cpu["app"] * 1000 / (n * tokens) if held else None
-        figures["redis_cpu_ms_per_token"] = cpu["redis"] * 1000 / (n * tokens) if held else None
-        if figures["ok"] < n:
-            self.notes.append(f"relay N={n} M={tokens}{' paced' if delay else ''} ({label}): only {figures['ok']}/{n} "
-                              f"replies ended complete; {figures['errors']}")
+        figures = self._socket_phase("relay", self.daphne, convs, tokens, delay, label, **hooks)
         self.wait_quiet()
         self.wait_app_idle()
+        return figures
+
+    def bare_phase(self, n: int, tokens: int, delay: float, label: str) -> dict:
+        """The same replies through the bare relay (it has no conversations: any id will do)."""
+        convs = [dict(id=str(uuid.uuid4()), session="", **m) for m in self.messages(n, tokens, delay, label)]
+        figures = self._socket_phase("bare", self.bare, convs, tokens, delay, label)
+        self.wait_app_idle(self.bare)
+        return figures
+
+    def _socket_phase(self, mode: str, server: procs.Service, convs: list[dict], tokens: int, delay: float,
+                      label: str, **hooks) -> dict:
+        n = len(convs)
+        self.reset_fake()
+        spec = {"mode": "relay", "app": self.endpoint(server), "convs": convs,
+                "deadline": self.deadline(tokens, delay), "stall": STALL_SECONDS}
+        result, cpu = self.drive(spec, n, server, **hooks)
+        figures = phase_figures(mode, n, tokens, delay, convs, result, self.upstream_times())
+        held = figures["ok"] == n
+        for key in ("app", "redis", "postgres", "fake"):
+            figures[f"{key}_cpu_s"] = cpu[key]
+            figures[f"{key}_cpu_ms_per_token"] = cpu[key] * 1000 / (n * tokens) if held else None
+        # The keys the report has always read: the relay's own CPU.
+        figures["cpu_s"], figures["cpu_ms_per_token"] = cpu["app"], figures["app_cpu_ms_per_token"]
+        if not held:
+            self.notes.append(f"{mode} N={n} M={tokens}{' paced' if delay else ''} ({label}): only {figures['ok']}/{n} "
+                              f"replies ended complete; {figures['errors']}")
         self.print_phase(figures)
         return figures
 
@@ -403,7 +455,9 @@ class Bench:
                 "upstream": {"url": f"http://127.0.0.1:{self.fake_port}/v1/chat/completions",
                              "api_key": API_KEY, "model": MODEL}}
         result, cpu = self.drive(spec, n)
-        figures = phase_figures("direct", n, tokens, delay, convs, result, self.first_chunks())
+        figures = phase_figures("direct", n, tokens, delay, convs, result, self.upstream_times())
+        figures["fake_cpu_s"] = cpu["fake"]
+        figures["fake_cpu_ms_per_token"] = cpu["fake"] * 1000 / (n * tokens)
         app_cpu = figures["app_cpu_s"] = cpu["app"]  # the app has nothing to do here: is it quiet?
         if app_cpu > 0.1:
             self.notes.append(f"the app used {app_cpu:.2f} CPU-s during direct N={n} ({label})")
@@ -415,10 +469,11 @@ class Bench:
         pace = f" @{1 / f['delay']:.0f}/s" if f["delay"] else ""
         rate = f"{f['tok_per_s']:,.0f} tok/s" if f["tok_per_s"] else "did not hold"
         line = f"  {f['mode']:6} N={f['n']:<4} M={f['tokens']}{pace}: {f['ok']}/{f['n']} ok, {rate}"
-        if "cpu_ms_per_token" in f and f["cpu_ms_per_token"] is not None:
+        if f.get("cpu_ms_per_token") is not None:
             line += f", {f['cpu_ms_per_token']:.4f} CPU-ms/token"
-        if f["ttft_ms"]:
-            line += f", TTFT+ p50 {percentile(f['ttft_ms'], 50):.1f} ms"
+        if f["added_ms"]:
+            line += (f", added TTFT p50 {percentile(f['added_ms'], 50):.1f} ms "
+                     f"({percentile(f['to_upstream_ms'], 50):.1f} + {percentile(f['after_upstream_ms'], 50):.1f})")
         if f["errors"]:
             line += f"  errors: {f['errors']}"
         print(line, flush=True)
@@ -431,7 +486,7 @@ class Bench:
         """
         print(f"wire and database (N={self.plan.wire_n})", flush=True)
         n = self.plan.wire_n
-        time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)  # the set-up's writes are counted before, not in, the first phase
+        self.pg_wait()  # the set-up's writes are counted before, not in, the first phase
         before = self.db_counters()
         rows = []
         variants = [(tokens, 0.0) for tokens in self.plan.wire_tokens] + [(self.plan.paced_tokens, PACE_DELAY)]
@@ -439,7 +494,7 @@ class Bench:
             if self.over_budget(f"wire M={tokens}"):
                 break
             figures = self.relay_phase(n, tokens, delay, f"wire-{tokens}")
-            time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)
+            self.pg_wait()
             after = self.db_counters()
             figures["db_per_reply"] = {key: (after[key] - before[key]) / n for key in after}
             before = after
@@ -457,7 +512,7 @@ class Bench:
         print(f"API requests ({requests}, {concurrency} at a time)", flush=True)
         url = f"http://127.0.0.1:{self.daphne.port}/api/conversations/"
         cookies = {"sessionid": self.sessions[0]}
-        time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)
+        self.pg_wait()
         before = self.db_counters()["sessions"]
         started = time.monotonic()
         statuses: list[int] = []
@@ -471,7 +526,7 @@ class Bench:
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(one, range(requests)))
         took = time.monotonic() - started
-        time.sleep(PGSTAT_IDLE_INTERVAL + 1.0)
+        self.pg_wait()
         opened = self.db_counters()["sessions"] - before
         figures = {"requests": requests, "concurrency": concurrency, "ok": statuses.count(200),
                    "connections_opened": opened, "seconds": took}
@@ -499,6 +554,8 @@ class Bench:
                 phases.append(self.direct_phase(n, plan.tokens, 0.0, f"r{run + 1}-direct-{n}"))
                 relay = self.relay_phase(n, plan.tokens, 0.0, f"r{run + 1}-relay-{n}")
                 phases.append(relay)
+                if n in plan.bare_ns:
+                    phases.append(self.bare_phase(n, plan.tokens, 0.0, f"r{run + 1}-bare-{n}"))
                 below_held = relay["ok"] == n
                 if not below_held and n > 100:
                     gave_up.add(n)
@@ -507,6 +564,8 @@ class Bench:
                     continue
                 phases.append(self.direct_phase(n, plan.paced_tokens, PACE_DELAY, f"r{run + 1}-pdirect-{n}"))
                 phases.append(self.relay_phase(n, plan.paced_tokens, PACE_DELAY, f"r{run + 1}-prelay-{n}"))
+                if n in plan.bare_paced_ns:
+                    phases.append(self.bare_phase(n, plan.paced_tokens, PACE_DELAY, f"r{run + 1}-pbare-{n}"))
             machine = procs.machine_load(ticks, procs.machine_ticks())
             machine["others_cpu_s"] = procs.others_cpu(table, procs.process_table(), os.getpid())
             machine["seconds"], machine["cores"] = time.monotonic() - began, os.cpu_count()
@@ -577,44 +636,38 @@ class Bench:
               f"idle CPU {result['idle_cpu_percent']:.2f}%", flush=True)
         return result
 
-    def profile(self) -> dict:
-        """py-spy samples of the app from `go` to the last reply of unpaced N=profile_n replies."""
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if not Path(py_spy).exists():
-            return {"skipped": "py-spy is not installed (.venv/bin/pip install py-spy)"}
-        print(f"profile (py-spy, N={self.plan.profile_n})", flush=True)
-        raw = RESULTS / "profile.txt"
-        raw.unlink(missing_ok=True)
-        spy: subprocess.Popen | None = None
-        log = open(self.logs / "py-spy.log", "w")
-        window = {}
+    def profiles(self) -> list[dict]:
+        """py-spy profiles of the app: paced N=profile_n replies first (the workload of the
+        CPU target), then unpaced ones, each from `go` to the last reply."""
+        executable = profiling.py_spy()
+        if executable is None:
+            return [{"skipped": "py-spy is not installed (.venv/bin/pip install py-spy)"}]
+        runs = []
+        for tokens, delay in ((self.plan.paced_tokens, PACE_DELAY), (self.plan.tokens, 0.0)):
+            pace = "paced" if delay else "unpaced"
+            if self.over_budget(f"profile, {pace}"):
+                break
+            runs.append(self.profile(executable, tokens, delay))
+        return runs
 
-        def start() -> None:
-            nonlocal spy
-            spy = subprocess.Popen(
-                [py_spy, "record", "--pid", str(self.daphne.pid), "--rate", "100", "--format", "raw",
-                 "--nolineno", "--nonblocking", "--output", str(raw)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-            time.sleep(0.5)  # attached before the replies start
-            window["start"] = time.monotonic()
-
-        def stop() -> None:
-            window["seconds"] = time.monotonic() - window["start"]
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
-
+    def profile(self, executable: str, tokens: int, delay: float) -> dict:
+        n, pace = self.plan.profile_n, "paced" if delay else "unpaced"
+        print(f"profile (py-spy, N={n} {pace})", flush=True)
+        raw = RESULTS / f"profile-{pace}-N{n}.txt"
+        recorder = profiling.Recorder(executable, self.daphne.pid, raw, self.logs / "py-spy.log")
         try:
-            figures = self.relay_phase(self.plan.profile_n, self.plan.tokens, 0.0, "profile", on_go=start, on_result=stop)
-            spy.wait(timeout=30)
+            figures = self.relay_phase(n, tokens, delay, f"profile-{pace}", on_go=recorder.start,
+                                       on_result=recorder.stop)
         finally:
-            if spy is not None and spy.poll() is None:
-                spy.kill()
-                spy.wait()
-            log.close()
-        if not raw.exists() or not raw.read_text().strip():
-            return {"skipped": f"py-spy wrote nothing: {procs.tail(self.logs / 'py-spy.log', 500)}"}
-        return {"seconds": window.get("seconds"), "replies_ok": figures["ok"], "n": figures["n"],
-                **report.profile_summary(raw.read_text())}
+            recorder.stop()
+            recorder.wait()
+        samples = recorder.samples()
+        base = {"pace": pace, "n": n, "tokens": tokens, "delay": delay}
+        if not samples.strip():
+            return {**base, "skipped": f"py-spy wrote nothing: {procs.tail(self.logs / 'py-spy.log', 500)}"}
+        return {**base, "seconds": recorder.seconds, "replies_ok": figures["ok"], "rate_hz": profiling.RATE_HZ,
+                "raw": str(raw.relative_to(ROOT)), "cpu_ms_per_token": figures["cpu_ms_per_token"],
+                **profiling.summary(samples)}
 
     def context_rebuild(self) -> dict:
         """Queries and time of load_branch + build_context for a long conversation, in-process."""
@@ -622,8 +675,30 @@ class Bench:
         return measure_context_rebuild(self.plan.context_messages)
 
 
+def added_times(replies: list[dict], convs: list[dict], upstream: dict[str, dict]) -> dict[str, list[float]]:
+    """Per reply, in ms: what the relay added to the time to first token, in two parts.
+
+    `to_upstream`: the send left the client -> the upstream had read the request.
+    `after_upstream`: the upstream wrote its first chunk -> the first delta reached the tab.
+    `added`: their sum, i.e. the time to first token less the upstream's own.
+    Every reply whose first token arrived counts, even if a later frame was lost.
+    """
+    times: dict[str, list[float]] = {"to_upstream_ms": [], "after_upstream_ms": [], "added_ms": []}
+    for reply, conv in zip(replies, convs):
+        seen = upstream.get(conv["content"]) or {}
+        received, first_chunk = seen.get("received_at"), seen.get("first_chunk_at")
+        if not (reply["send_at"] and reply["first_at"] and received and first_chunk):
+            continue
+        to_upstream = (received - reply["send_at"]) * 1000
+        after_upstream = (reply["first_at"] - first_chunk) * 1000
+        times["to_upstream_ms"].append(to_upstream)
+        times["after_upstream_ms"].append(after_upstream)
+        times["added_ms"].append(to_upstream + after_upstream)
+    return times
+
+
 def phase_figures(mode: str, n: int, tokens: int, delay: float, convs: list[dict], result: dict,
-                  first_chunks: dict[str, float]) -> dict:
+                  upstream: dict[str, dict]) -> dict:
     """One phase's figures from its clients' outcomes (replies are in the order of convs)."""
     replies = result["replies"]
     ok = [r for r in replies if r["ok"]]
@@ -631,24 +706,21 @@ def phase_figures(mode: str, n: int, tokens: int, delay: float, convs: list[dict
     # Throughput is defined for a phase whose every reply arrived whole: N*M / (last done - first send).
     wall = max(r["done_at"] for r in ok) - min(sends) if len(ok) == n else None
     delivered = len(ok) * tokens
-    # Every reply whose first token arrived counts, even if a later frame was lost.
-    ttft = [
-        (r["first_at"] - first_chunks[conv["content"]]) * 1000
-        for r, conv in zip(replies, convs)
-        if r["first_at"] and conv["content"] in first_chunks
-    ]
     return {
         "mode": mode, "n": n, "tokens": tokens, "delay": delay,
         "ok": len(ok), "errors": sorted({r["error"] for r in replies if r["error"]})[:3],
         "wall_s": wall, "tokens_delivered": delivered,
         "tok_per_s": n * tokens / wall if wall else None,
         "client_cpu_s": result.get("client_cpu"),
-        "ttft_ms": ttft,
+        **added_times(replies, convs, upstream),
+        "gap_ms": [r["gap_max"] * 1000 for r in ok if r.get("gap_max") is not None],
         "reply_chars": mean([r["text_len"] for r in ok]),
         "reply_s": mean([r["done_at"] - r["send_at"] for r in ok]),
         "deltas_per_reply": mean([r["deltas"] for r in ok]),
         "frames_per_reply": mean([r["frames"] for r in ok]),
         "bytes_per_reply": mean([r["bytes"] for r in ok]),
+        "wire_bytes_per_reply": mean([r["wire_bytes"] for r in ok]),
+        "compressed": any(r.get("compressed") for r in replies),
         "delta_bytes_per_reply": mean([r["delta_bytes"] for r in ok]),
     }
 
@@ -722,7 +794,8 @@ def code_version() -> dict:
         return done.stdout if done.returncode == 0 else ""
 
     paths = [line[3:] for line in git("status", "--porcelain").splitlines()]  # "XY path"
-    changed = [path for path in paths if not path.startswith(("bench/", "docs/benchmarks.md"))]
+    # A worktree's .venv is a link to the main checkout's (untracked, not code).
+    changed = [path for path in paths if not path.startswith(("bench/", "docs/benchmarks.md", ".venv"))]
     return {"commit": git("rev-parse", "--short", "HEAD").strip() or "?", "changed": changed}
 
 
@@ -755,7 +828,7 @@ def run(plan: Plan) -> dict:
         if not bench.over_budget("idle sockets"):
             results["idle"] = bench.idle_sockets()
         if plan.profile and not bench.over_budget("profile"):
-            results["profile"] = bench.profile()
+            results["profiles"] = bench.profiles()
     finally:
         bench.teardown()
     results["context"] = bench.context_rebuild()
@@ -765,12 +838,30 @@ def run(plan: Plan) -> dict:
     return results
 
 
+@contextmanager
+def server_lock():
+    """The lock file above covers one checkout; this covers every checkout and worktree
+    that uses the same Postgres (they would all drop and recreate `chat_bench`)."""
+    try:
+        conn = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error:
+        yield  # setup() says what is wrong with Postgres
+        return
+    try:
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK]).fetchone()[0]:
+            raise SystemExit("another bench.relay is using this Postgres server (from another checkout?): wait for it")
+        yield
+    finally:
+        conn.close()  # ends the session, and with it the lock
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=1,10 only, one run, fewer sockets (a smoke run)")
     parser.add_argument("--runs", type=int, help="rounds of the main table (default 3)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--profile", action="store_true", help="profile the app with py-spy during N=100 replies")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the app with py-spy during paced, then unpaced, N=100 replies")
     parser.add_argument("--docs", action="store_true", help="rewrite the generated part of docs/benchmarks.md")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
@@ -786,7 +877,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             "another bench.relay is running here (it recreates the same database): wait for it"
         ) from None
-    results = run(plan)
+    with server_lock():
+        results = run(plan)
     markdown = report.render(results)
     print()
     print(markdown)
