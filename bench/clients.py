@@ -66,8 +66,8 @@ async def read_command() -> str:
 
 
 def new_outcome() -> dict:
-    """One reply's outcome. `gap_max`: the longest wait for a text update while the text was
-    arriving, i.e. over every delta after the first, its arrival minus the previous frame's."""
+    """One reply's outcome. `gap_max`: the longest interval between consecutive frames from the
+    first text update to the last (see Gaps); None for a reply of one update or none."""
     return {
         "send_at": None, "first_at": None, "done_at": None,
         "deltas": 0, "frames": 0, "bytes": 0, "wire_bytes": 0, "delta_bytes": 0, "gap_max": None,
@@ -76,17 +76,21 @@ def new_outcome() -> dict:
 
 
 class Gaps:
-    """The longest interval before a text update, from the second update on."""
+    """The longest interval between two consecutive frames while the text arrives, i.e. from
+    the first text update to the last: what a reader waits at most to see the text move."""
 
     def __init__(self, out: dict):
         self.out = out
         self.last: float | None = None  # the previous frame's arrival, once the text has begun
+        self.since_text = 0.0  # the longest gap since the last text update: counts if more text follows
 
     def frame(self, now: float, is_text: bool) -> None:
-        if self.last is not None and is_text:
-            gap = now - self.last
-            if self.out["gap_max"] is None or gap > self.out["gap_max"]:
-                self.out["gap_max"] = gap
+        if self.last is not None:
+            self.since_text = max(self.since_text, now - self.last)
+            if is_text:
+                if self.out["gap_max"] is None or self.since_text > self.out["gap_max"]:
+                    self.out["gap_max"] = self.since_text
+                self.since_text = 0.0
         if self.last is not None or is_text:
             self.last = now
 

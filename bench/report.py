@@ -167,9 +167,10 @@ def throughput_section(results: dict, delay_is_zero: bool) -> str:
         "upstream, not the relay, ran short of CPU.",
     ]
     if not delay_is_zero:
-        notes += ["", "The longest wait for an update: per reply, over every delta after the first, its arrival "
-                      "minus the previous frame's; p50, p99 and max over the replies. In brackets the same for the "
-                      "direct streams: the upstream's own pace (20 ms) plus the reader's delays."]
+        notes += ["", "The longest wait for an update: per reply, the longest interval between two consecutive "
+                      "frames at the tab from its first text update to its last; p50, p99 and max over the replies. "
+                      "In brackets the same for the direct streams' SSE events: the upstream's own pace (20 ms) "
+                      "plus the reader's delays."]
     return "\n".join([title, "", table(headers, rows)] + notes)
 
 
