@@ -336,20 +336,14 @@ async def direct_reply(client: httpx.AsyncClient, upstream: dict, conv: dict, ou
     out["ok"] = out["error"] is None
 
 
-async def warm_up(client: httpx.AsyncClient, upstream: dict, count: int) -> None:
-    """Open the connections before `go`, as the relays keep theirs open between replies
-    (a cold connect would be billed to the baseline's time to first token)."""
-    url = upstream["url"].rsplit("/chat/completions", 1)[0] + "/models"
-    headers = {"Authorization": f"Bearer {upstream['api_key']}"}
-    await asyncio.gather(*(client.get(url, headers=headers) for _ in range(count)), return_exceptions=True)
-
-
 async def run_direct(spec: dict) -> None:
     convs = spec["convs"]
     limits = httpx.Limits(max_connections=len(convs) + 10, max_keepalive_connections=len(convs) + 10)
     timeout = httpx.Timeout(10.0, read=60.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        await warm_up(client, spec["upstream"], len(convs))
+        # Connections open at `go`, not before: with a hundred idle connections in its pool,
+        # httpcore polls every one of them for each request it assigns (encode/httpcore#924),
+        # which made a warm pool ~20x slower than fresh connects to hand out 100 at once.
         emit("ready", connected=len(convs), errors=[])
         if await read_command() == "go":
             cpu = time.process_time()
