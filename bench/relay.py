@@ -167,6 +167,10 @@ class Bench:
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
+        # Every measured reply is its conversation's first, and the title request would carry the
+        # bench message's fake: directive (a 250- or 500-token reply, not a title's few): off unless
+        # the environment asks for it (MODEL_TITLES=true make bench).
+        env.setdefault("MODEL_TITLES", "false")
         return env
 
     @property
@@ -367,9 +371,9 @@ class Bench:
         found = {}
         for record in self.fake_requests():
             users = [m for m in (record.get("body") or {}).get("messages", []) if m.get("role") == "user"]
-            if users and isinstance(users[-1].get("content"), str):
-                found[users[-1]["content"]] = {"received_at": record.get("received_at"),
-                                               "first_chunk_at": record.get("first_chunk_at")}
+            if users and isinstance(users[-1].get("content"), str):  # the first request with that text
+                found.setdefault(users[-1]["content"], {"received_at": record.get("received_at"),
+                                                        "first_chunk_at": record.get("first_chunk_at")})
         return found
 
     def wait_quiet(self, timeout: float = 30.0) -> None:
@@ -784,6 +788,7 @@ def app_settings() -> dict:
         "channel capacity": layer.get("CONFIG", {}).get("capacity", "—"),
         "DELTA_COALESCE_MS": round(settings.DELTA_COALESCE_SECONDS * 1000, 3),
         "REPLY_FLUSH_SECONDS": settings.REPLY_FLUSH_SECONDS,
+        "MODEL_TITLES": getattr(settings, "MODEL_TITLES", "—"),
     }
 
 
