@@ -20,6 +20,9 @@ def message_dict(message: Message, siblings: list[str] | None = None) -> dict:
         data["model"] = message.model
         data["finish_reason"] = message.finish_reason or None
         data["usage"] = message.usage
+    if message.client_id:
+        # The sending tab's own id for the frame: it clears its composer when it sees it come back.
+        data["client_id"] = str(message.client_id)
     if siblings is not None:
         data["sibling_ids"] = siblings
     if message.error_code:
