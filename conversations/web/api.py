@@ -26,6 +26,7 @@ from conversations.chat.snapshots import branch_dicts
 from conversations.models import Conversation
 from conversations.upstream import catalogue
 from conversations.upstream.client import Endpoint, UpstreamError
+from conversations.web.forms import AccountForm
 
 LIST_LIMIT = 200
 
@@ -118,10 +119,24 @@ class ConversationForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
-def invalid_form(form: ConversationForm) -> JsonResponse:
+def invalid_form(form: forms.BaseForm) -> JsonResponse:
     fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+    if "params" in fields and isinstance(form.data.get("params"), dict):
+        fields.update(param_errors(form.data["params"]))
     first = next(iter(fields.values()))[0]
     return error(400, "invalid", first, fields=fields)
+
+
+def param_errors(params: dict) -> dict[str, list[str]]:
+    """`params.<name>` for each parameter that fails on its own, so a settings form can show
+    the server's words next to the field they are about (`params` keeps the first of them)."""
+    found = {}
+    for name, value in params.items():
+        try:
+            clean_params({name: value})
+        except ParamsError as exc:
+            found[f"params.{name}"] = [str(exc)]
+    return found
 
 
 @member_api
@@ -192,6 +207,19 @@ def models(request):
     except UpstreamError as exc:
         return error(502, exc.code, describe(exc.code, exc.detail), default=settings.DEFAULT_MODEL)
     return JsonResponse({"models": found, "default": settings.DEFAULT_MODEL})
+
+
+@member_api
+@require_http_methods(["GET", "PATCH"])
+def account(request):
+    """The member's own settings (language, theme, default model): the page's theme switch saves here."""
+    if request.method == "PATCH":
+        form = AccountForm(read_json(request), instance=request.user, partial=True)
+        if not form.is_valid():
+            return invalid_form(form)
+        form.save()
+    member = request.user
+    return JsonResponse({"language": member.language, "theme": member.theme, "default_model": member.default_model})
 
 
 def csrf_failure(request, reason=""):
