@@ -243,3 +243,4 @@ showTitle(conversation ? conversation.title : "");
 updateStreaming();
 connect();
 composer.focus();
+$("chat").dataset.ready = "true"; // the composer listens from here on (tests wait for it, as a member waits for the page)

@@ -49,7 +49,7 @@ export class MessageView {
     this.el = document.createElement("li");
     this.el.dataset.id = message.id;
     this.body = document.createElement("div");
-    this.body.className = "body markdown";
+    this.body.className = message.role === "user" ? "body plain" : "body markdown";
     this.closedEl = document.createElement("div");
     this.tailEl = document.createElement("div");
     this.body.append(this.closedEl, this.tailEl);
@@ -115,6 +115,11 @@ export class MessageView {
 
   /** Called by the frame: render newly closed blocks within `budget` characters, then the open tail. */
   renderStep(budget) {
+    if (this.role === "user") {
+      // The member's own words are shown as typed (as text: never parsed as HTML).
+      if (this.tailShown !== this.text) { this.closedEl.textContent = this.text; this.tailShown = this.text; }
+      return { spent: this.text.length, more: false };
+    }
     const scanned = this.splitter.advance(this.text);
     const closedEnd = this.final ? this.text.length : scanned;
     const points = this.splitter.points;
