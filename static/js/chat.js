@@ -2,7 +2,7 @@
 // together. Each module does one thing; what happens on each frame is decided here.
 import { api } from "./api.js";
 import { setupComposer, uuid } from "./composer.js";
-import { errorText, t } from "./i18n.js";
+import { errorText, gettext } from "./i18n.js";
 import { setupMessageList } from "./message-list.js";
 import { setupSettings } from "./settings.js";
 import { setupSidebar } from "./sidebar.js";
@@ -21,14 +21,14 @@ const notice = $("notice");
 function say(text) { notice.textContent = text || ""; }
 
 function showTitle(title) {
-  const shown = title || t("New chat");
+  const shown = title || gettext("New chat");
   $("title").textContent = shown;
   document.title = `${shown} · ${siteName}`;
 }
 
 function send(frame) {
   if (socket && socket.send(frame)) return true;
-  say(t("Not connected; trying again…"));
+  say(gettext("Not connected; trying again…"));
   return false;
 }
 
@@ -45,11 +45,11 @@ async function copy(text, trigger) {
     }
     if (trigger) {
       const before = trigger.textContent;
-      trigger.textContent = t("Copied");
+      trigger.textContent = gettext("Copied");
       setTimeout(() => { trigger.textContent = before; }, 1500);
     }
   } catch {
-    say(t("Could not copy to the clipboard."));
+    say(gettext("Could not copy to the clipboard."));
   }
 }
 
@@ -214,7 +214,7 @@ function handle(frame) {
       break;
     case "conversation_deleted":
       sidebar.remove(frame.conversation_id);
-      if (conversation && frame.conversation_id === conversation.id) say(t("This conversation was deleted."));
+      if (conversation && frame.conversation_id === conversation.id) say(gettext("This conversation was deleted."));
       break;
   }
 }
@@ -225,15 +225,15 @@ function connect() {
   socket = openSocket(path, {
     onFrame: handle,
     onState: (state) => {
-      $("connection").textContent = state === "reconnecting" ? t("Reconnecting…") : "";
+      $("connection").textContent = state === "reconnecting" ? gettext("Reconnecting…") : "";
     },
     onGone: () => {
-      say(conversation ? t("This conversation was deleted, or it is not yours.") : "");
+      say(conversation ? gettext("This conversation was deleted, or it is not yours.") : "");
       $("input").disabled = true;
       $("send").disabled = true;
     },
     onSignedOut: () => {
-      say(t("Signed out; taking you to the sign-in page…"));
+      say(gettext("Signed out; taking you to the sign-in page…"));
       goToSignIn();
     },
   });

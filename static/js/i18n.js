@@ -1,14 +1,15 @@
 // The script's words, from Django's JavaScript catalogue (/jsi18n/, domain djangojs),
 // and every error code's text in the member's language. The server's `message` is shown
 // only for a code this file has no words for.
-const catalogue = () => globalThis.gettext ? globalThis : null;
+// Named like Django's own functions so `makemessages -d djangojs` finds every word.
+const catalogue = () => (globalThis.django && globalThis.django.gettext ? globalThis.django : null);
 
-export function t(text) {
+export function gettext(text) {
   const c = catalogue();
   return c ? c.gettext(text) : text;
 }
 
-export function tn(singular, plural, count) {
+export function ngettext(singular, plural, count) {
   const c = catalogue();
   return c ? c.ngettext(singular, plural, count) : (count === 1 ? singular : plural);
 }
@@ -69,8 +70,6 @@ const byReason = {
   "interrupted/not_saved": () => gettext("The reply could not be saved because the database was unavailable; the text saved before that is kept."),
   "interrupted/restart": () => gettext("The server restarted before this reply finished; the text so far is kept."),
 };
-
-function gettext(text) { return t(text); }
 
 /** An error's words in the page's language, from its code and detail; the server's only as a last resort. */
 export function errorText(code, detail, serverMessage) {

@@ -1,7 +1,7 @@
 // Markdown to safe HTML, in one function: markdown-it (html: false) -> DOMPurify -> the caller inserts.
 // Model output and member text are untrusted: raw HTML is never passed through, and whatever
 // markdown-it or KaTeX emits is sanitized before it reaches the page.
-import { t } from "./i18n.js";
+import { gettext } from "./i18n.js";
 
 let parser = null;
 
@@ -34,10 +34,10 @@ function build() {
     if (env.highlight && known) {
       try { code = globalThis.hljs.highlight(token.content, { language, ignoreIllegals: true }).value; } catch { /* plain */ }
     }
-    const label = md.utils.escapeHtml(language || t("text"));
+    const label = md.utils.escapeHtml(language || gettext("text"));
     const cls = known ? ` class="hljs language-${md.utils.escapeHtml(language)}"` : ' class="hljs"';
     return `<div class="code-block"><div class="code-head"><span class="code-lang">${label}</span>` +
-      `<button type="button" class="copy-code">${md.utils.escapeHtml(t("Copy"))}</button></div>` +
+      `<button type="button" class="copy-code">${md.utils.escapeHtml(gettext("Copy"))}</button></div>` +
       `<pre><code${cls}>${code}</code></pre></div>\n`;
   };
   return md;

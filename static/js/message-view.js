@@ -1,7 +1,7 @@
 // One message on screen: its Markdown body (rendered once per frame while it streams, closed
 // blocks once), its status in the member's language, and its actions.
 import { BlockSplitter, renderMarkdown } from "./markdown.js";
-import { errorText, fill, t } from "./i18n.js";
+import { errorText, fill, gettext } from "./i18n.js";
 import { schedule } from "./render-queue.js";
 
 // Offsets are Unicode code points, as the server counts them (Python's len), not UTF-16 units.
@@ -9,21 +9,21 @@ export const codePoints = (text) => { let n = 0; for (const _ of text) n++; retu
 
 export function textOf(content) {
   if (typeof content === "string") return content;
-  return (content || []).map((part) => (part.type === "text" ? part.text : `[${t("image")}]`)).join("\n");
+  return (content || []).map((part) => (part.type === "text" ? part.text : `[${gettext("image")}]`)).join("\n");
 }
 
 /** The words under a reply that did not simply complete; "" when there is nothing to say. */
 export function statusText(message) {
-  if (message.status === "stopped") return t("Stopped.");
+  if (message.status === "stopped") return gettext("Stopped.");
   if (message.status === "error" || message.status === "interrupted") {
     const error = message.error || { code: message.status === "interrupted" ? "interrupted" : "upstream_error" };
     return errorText(error.code, error.detail, error.message);
   }
   if (message.status === "complete" && message.finish_reason === "length") {
-    return t("Cut short: the reply reached its length limit (max tokens).");
+    return gettext("Cut short: the reply reached its length limit (max tokens).");
   }
   if (message.status === "complete" && message.finish_reason === "content_filter") {
-    return t("The model server's content filter stopped this reply.");
+    return gettext("The model server's content filter stopped this reply.");
   }
   return "";
 }
@@ -82,7 +82,7 @@ export class MessageView {
     this.message = { ...(this.message || {}), ...message };
     const m = this.message;
     this.el.className = `message ${m.role} ${m.status}`;
-    this.roleEl.textContent = m.role === "user" ? t("You") : (m.model || t("Reply"));
+    this.roleEl.textContent = m.role === "user" ? gettext("You") : (m.model || gettext("Reply"));
     if (message.content !== undefined) {
       const text = textOf(message.content);
       if (text !== this.text) {
@@ -154,11 +154,11 @@ export class MessageView {
       const index = siblings.indexOf(m.id);
       const switcher = document.createElement("span");
       switcher.className = "branch-switcher";
-      const prev = button("branch-prev", "‹", t("Previous version"));
-      const next = button("branch-next", "›", t("Next version"));
+      const prev = button("branch-prev", "‹", gettext("Previous version"));
+      const next = button("branch-next", "›", gettext("Next version"));
       const where = document.createElement("span");
       where.className = "branch-position";
-      where.textContent = fill(t("%(index)s/%(count)s"), { index: index + 1, count: siblings.length });
+      where.textContent = fill(gettext("%(index)s/%(count)s"), { index: index + 1, count: siblings.length });
       prev.disabled = index <= 0;
       next.disabled = index >= siblings.length - 1;
       prev.addEventListener("click", () => this.actions.select(siblings[index - 1]));
@@ -167,18 +167,18 @@ export class MessageView {
       parts.push(switcher);
     }
     if (!streaming) {
-      const copy = button("copy-message", t("Copy"), t("Copy the message"));
+      const copy = button("copy-message", gettext("Copy"), gettext("Copy the message"));
       copy.addEventListener("click", () => this.actions.copy(this.text, copy));
       parts.push(copy);
       if (m.role === "assistant") {
         const failed = m.status === "error" || m.status === "interrupted" || m.finish_reason === "length"
           || m.finish_reason === "content_filter";
-        const again = button(failed ? "retry" : "regenerate", failed ? t("Retry") : t("Regenerate"),
-          failed ? t("Try this reply again") : t("Write this reply again"));
+        const again = button(failed ? "retry" : "regenerate", failed ? gettext("Retry") : gettext("Regenerate"),
+          failed ? gettext("Try this reply again") : gettext("Write this reply again"));
         again.addEventListener("click", () => this.actions.regenerate(m.id));
         parts.push(again);
       } else if (m.role === "user") {
-        const edit = button("edit", t("Edit"), t("Edit and send again"));
+        const edit = button("edit", gettext("Edit"), gettext("Edit and send again"));
         edit.addEventListener("click", () => this.startEditing());
         parts.push(edit);
       }
@@ -192,10 +192,10 @@ export class MessageView {
     form.className = "edit-box";
     const box = document.createElement("textarea");
     box.value = this.text;
-    box.setAttribute("aria-label", t("Edit your message"));
-    const send = button("primary", t("Send"));
+    box.setAttribute("aria-label", gettext("Edit your message"));
+    const send = button("primary", gettext("Send"));
     send.type = "submit";
-    const cancel = button("", t("Cancel"));
+    const cancel = button("", gettext("Cancel"));
     const row = document.createElement("div");
     row.className = "edit-actions";
     row.append(cancel, send);

@@ -2,7 +2,7 @@
 // and the Chat Completions parameters, each validated here first and then by the server,
 // whose words appear next to the field they are about.
 import { api } from "./api.js";
-import { errorText, fill, t } from "./i18n.js";
+import { errorText, fill, gettext } from "./i18n.js";
 
 const NUMBERS = {
   temperature: { min: 0, max: 2, integer: false },
@@ -22,15 +22,15 @@ export function readSettings(form) {
     if (raw === "") { params[name] = null; continue; }
     const value = Number(raw);
     if (!Number.isFinite(value) || value < rule.min || value > rule.max || (rule.integer && !Number.isInteger(value))) {
-      errors[`params.${name}`] = fill(rule.integer ? t("A whole number from %(min)s to %(max)s.") : t("A number from %(min)s to %(max)s."),
+      errors[`params.${name}`] = fill(rule.integer ? gettext("A whole number from %(min)s to %(max)s.") : gettext("A number from %(min)s to %(max)s."),
         { min: rule.min, max: rule.max });
       continue;
     }
     params[name] = value;
   }
   const stops = form.elements.stop.value.split("\n").filter((line) => line !== "");
-  if (stops.length > 4) errors["params.stop"] = t("At most 4 stop sequences.");
-  else if (stops.some((s) => s.length > 100)) errors["params.stop"] = t("A stop sequence has at most 100 characters.");
+  if (stops.length > 4) errors["params.stop"] = gettext("At most 4 stop sequences.");
+  else if (stops.some((s) => s.length > 100)) errors["params.stop"] = gettext("A stop sequence has at most 100 characters.");
   else params.stop = stops.length === 0 ? null : stops.length === 1 ? stops[0] : stops;
   const format = form.elements.response_format.value;
   if (!format) params.response_format = null;
@@ -41,7 +41,7 @@ export function readSettings(form) {
       if (!schema || typeof schema !== "object" || Array.isArray(schema)) throw new Error("not an object");
       params.response_format = { type: "json_schema", json_schema: schema };
     } catch {
-      errors["params.response_format"] = t("The JSON schema must be a JSON object.");
+      errors["params.response_format"] = gettext("The JSON schema must be a JSON object.");
     }
   }
   return { system_prompt: form.elements.system_prompt.value, params, errors };

@@ -1,7 +1,7 @@
 // The member's conversations: newest first, grouped by day, searched on the server (?q=,
 // debounced), renamed inline and deleted after a confirmation; live from the member frames.
 import { api } from "./api.js";
-import { errorText, t } from "./i18n.js";
+import { errorText, gettext } from "./i18n.js";
 
 const SEARCH_DELAY_MS = 250;
 const DAY_MS = 86400000;
@@ -16,10 +16,10 @@ function groupOf(updatedAt, now) {
 }
 
 const GROUP_NAMES = {
-  today: () => t("Today"),
-  yesterday: () => t("Yesterday"),
-  week: () => t("Previous 7 days"),
-  older: () => t("Older"),
+  today: () => gettext("Today"),
+  yesterday: () => gettext("Yesterday"),
+  week: () => gettext("Previous 7 days"),
+  older: () => gettext("Older"),
 };
 
 export function setupSidebar({ root, listEl, search, toggle, backdrop, confirmDialog, currentId, initial, onError }) {
@@ -54,7 +54,7 @@ export function setupSidebar({ root, listEl, search, toggle, backdrop, confirmDi
     if (!parts.length) {
       const empty = document.createElement("p");
       empty.className = "empty";
-      empty.textContent = query ? t("No conversation matches.") : t("No conversations yet.");
+      empty.textContent = query ? gettext("No conversation matches.") : gettext("No conversations yet.");
       parts.push(empty);
     }
     listEl.replaceChildren(...parts);
@@ -67,20 +67,20 @@ export function setupSidebar({ root, listEl, search, toggle, backdrop, confirmDi
     const link = document.createElement("a");
     link.href = `/c/${c.id}/`;
     link.className = "conversation-link";
-    link.textContent = c.title || t("New chat"); // titles are text, never HTML
+    link.textContent = c.title || gettext("New chat"); // titles are text, never HTML
     if (c.id === current) link.setAttribute("aria-current", "page");
     const rename = document.createElement("button");
     rename.type = "button";
     rename.className = "rename";
-    rename.title = t("Rename");
-    rename.setAttribute("aria-label", `${t("Rename")}: ${c.title || t("New chat")}`);
+    rename.title = gettext("Rename");
+    rename.setAttribute("aria-label", `${gettext("Rename")}: ${c.title || gettext("New chat")}`);
     rename.textContent = "✎";
     rename.addEventListener("click", () => startRename(li, c));
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "delete";
-    remove.title = t("Delete");
-    remove.setAttribute("aria-label", `${t("Delete")}: ${c.title || t("New chat")}`);
+    remove.title = gettext("Delete");
+    remove.setAttribute("aria-label", `${gettext("Delete")}: ${c.title || gettext("New chat")}`);
     remove.textContent = "✕";
     remove.addEventListener("click", () => confirmDelete(c));
     li.append(link, rename, remove);
@@ -93,7 +93,7 @@ export function setupSidebar({ root, listEl, search, toggle, backdrop, confirmDi
     box.className = "rename-box";
     box.value = c.title;
     box.maxLength = 200;
-    box.setAttribute("aria-label", t("New title"));
+    box.setAttribute("aria-label", gettext("New title"));
     li.replaceChildren(box);
     box.focus();
     box.select();
@@ -119,7 +119,7 @@ export function setupSidebar({ root, listEl, search, toggle, backdrop, confirmDi
   }
 
   function confirmDelete(c) {
-    confirmDialog.querySelector(".confirm-name").textContent = c.title || t("New chat");
+    confirmDialog.querySelector(".confirm-name").textContent = c.title || gettext("New chat");
     confirmDialog.returnValue = "";
     confirmDialog.addEventListener("close", async () => {
       if (confirmDialog.returnValue !== "delete") return;
