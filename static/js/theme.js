@@ -13,17 +13,19 @@ export function setupThemeToggle(button) {
     button.setAttribute("aria-label", label(choice));
   };
   show(button.dataset.themeChoice || "");
-  button.addEventListener("click", async () => {
+  // Saves go one after another, so quick clicks end on the server where they end on screen.
+  let saving = Promise.resolve();
+  button.addEventListener("click", () => {
     const before = document.documentElement.dataset.theme || "";
     const next = ORDER[(ORDER.indexOf(before) + 1) % ORDER.length];
     document.documentElement.dataset.theme = next;
     show(next);
-    try {
-      await api.saveAccount({ theme: next });
-    } catch {
-      document.documentElement.dataset.theme = before;
-      show(before);
-    }
+    saving = saving.then(() => api.saveAccount({ theme: next })).catch(() => {
+      if (document.documentElement.dataset.theme === next) { // not changed again meanwhile
+        document.documentElement.dataset.theme = before;
+        show(before);
+      }
+    });
   });
 }
 
