@@ -327,3 +327,18 @@ def test_the_theme_and_language_switches_are_remembered_for_the_member(page, ali
     page.reload()
     expect(html).to_have_attribute("data-theme", "dark")  # applied by the server: no flash of light
     expect(html).to_have_attribute("lang", "zh-hans")
+
+
+@pytest.mark.parametrize(("finish_reason", "words"), [
+    ("length", "Cut short: the reply reached its length limit (max tokens)."),
+    ("content_filter", "The model server's content filter stopped this reply."),
+])
+def test_a_reply_cut_by_length_or_filtered_says_so_and_offers_a_retry(page, alice, upstream, finish_reason, words):
+    sign_in(page, "alice")
+    start_conversation(page, "tell me fake:" + '{"tokens": 4, "finish_reason": "%s"}' % finish_reason)
+    wait_until_finished(page)
+    expect(last_reply(page).locator(".note")).to_have_text(words)
+    last_reply(page).locator("button.retry").click()
+    expect(last_reply(page).locator(".branch-position")).to_have_text("2/2")
+    wait_until_finished(page)
+    assert len(upstream.requests) == 2
