@@ -59,7 +59,7 @@ class AppStack:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.database)))
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         except psycopg.OperationalError as exc:
-            raise SystemExit(f"Postgres is not reachable at {PG_ADMIN_URL} ({exc}); try ./scripts/ensure-services.sh")
+            raise SystemExit(f"Postgres is not reachable at {PG_ADMIN_URL} ({exc}); try ./scripts/ensure-services.sh") from None
         manage = [sys.executable, "manage.py"]
         subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=self.env, check=True, capture_output=True)
         subprocess.run([*manage, "ensure_member", "--username", MEMBER, "--password", PASSWORD],

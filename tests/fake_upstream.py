@@ -16,7 +16,9 @@ JSON object, anywhere in the text::
     fake:{"text": "Hello  world!\\n", "cut_after": 1}
 
 Keys (all optional): ``tokens`` (default 12), ``text``, ``delay``,
-``first_delay``, ``status``, ``error_code``, ``retry_after``, ``fail_times``,
+``first_delay``, ``status``, ``error_code``, ``retry_after``, ``fail_times``, ``reject_stream_options``
+(answer 400 to a request that has ``stream_options``, as some servers do), ``raw``
+(``{"status", "content_type", "body"}``: answer with these bytes as they are, e.g. a real server's),
 ``cut_after``, ``error_after``, ``stall_after``, ``stall`` (default 3600),
 ``malformed_after``, ``no_done``, ``no_stream``, ``finish_reason`` (default
 "stop"), ``drop_usage``, ``redirect`` (a ``Location`` to answer with, status
@@ -167,12 +169,15 @@ class FakeUpstream:
         api_key: str | None = None,
         default_script: dict[str, Any] | None = None,
         model: str = "fake-model",
+        models: list[str] | None = None,
     ) -> None:
+        """`models`: what GET /v1/models lists (default: `model` alone)."""
         self.host = host
         self.port = port
         self.api_key = api_key
         self.default_script: dict[str, Any] = dict(default_script or {})
         self.model = model
+        self.models = list(models or [model])
         self.requests: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._fail_counts: dict[str, int] = {}
@@ -433,7 +438,8 @@ class FakeUpstream:
         if method == "GET" and path == "/v1/models":
             if not self._authorized(req["headers"]):
                 return await self._send_unauthorized(writer, keep)
-            models = {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}
+            models = {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+                                                  for name in self.models]}
             return await self._send_json(writer, 200, models, keep)
         if method == "GET" and path == "/_fake/requests":
             with self._cond:
@@ -535,6 +541,20 @@ class FakeUpstream:
                 self._fail_counts[directive_text] = seen + 1
                 if fail_times is None or seen < fail_times:
                     return await self._send_status(writer, status, script, keep, rec)
+
+            if isinstance(script.get("raw"), dict):  # bytes exactly as a real server sent them (tests/data/seeds)
+                raw = script["raw"]
+                payload = str(raw.get("body", "")).encode()
+                head = self._head(int(raw.get("status", 200)), [
+                    ("Content-Type", str(raw.get("content_type", "text/event-stream"))),
+                    ("Content-Length", str(len(payload))), ("Connection", "close")])
+                rec["streamed_text"] = ""
+                await self._write(writer, head + payload, rec)
+                return False
+
+            if script.get("reject_stream_options") and "stream_options" in body:
+                message = "Unrecognized request argument supplied: stream_options"
+                return await self._send_json(writer, 400, _error_body(message, "invalid_request_error"), keep, rec=rec)
 
             model = body.get("model") or self.model
             model = model if isinstance(model, str) else str(model)

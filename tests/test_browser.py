@@ -11,19 +11,17 @@ import pytest
 from playwright.sync_api import expect
 
 from conversations.models import Conversation, Message
-from tests.browser import (  # noqa: F401 (fixtures)
-    browser,
-    fresh_channel_layer,
+from tests import browser as ui
+from tests.browser import (
     last_reply,
-    page,
-    replies,
-    server,
     sign_in,
     start_conversation,
-    tabs,
     wait_until_finished,
     words,
 )
+
+# The browser fixtures (tests/browser.py), used here by name.
+browser, fresh_channel_layer, page, server, tabs = ui.browser, ui.fresh_channel_layer, ui.page, ui.server, ui.tabs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,25 +4,25 @@ page in Chinese, on a phone and in dark mode. Fixtures and helpers: tests/browse
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from playwright.sync_api import expect
 
 from conversations.models import Conversation, Member, Message
-from tests.browser import (  # noqa: F401 (fixtures)
+from tests import browser as ui
+from tests.browser import (
     ask,
-    browser,
-    fresh_channel_layer,
     last_reply,
-    page,
     replies,
-    server,
     sign_in,
     start_conversation,
-    tabs,
     wait_until_finished,
 )
+
+# The browser fixtures (tests/browser.py), used here by name.
+browser, fresh_channel_layer, page, server, tabs = ui.browser, ui.fresh_channel_layer, ui.page, ui.server, ui.tabs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -335,7 +335,7 @@ def test_the_theme_and_language_switches_are_remembered_for_the_member(page, ali
 ])
 def test_a_reply_cut_by_length_or_filtered_says_so_and_offers_a_retry(page, alice, upstream, finish_reason, words):
     sign_in(page, "alice")
-    start_conversation(page, "tell me fake:" + '{"tokens": 4, "finish_reason": "%s"}' % finish_reason)
+    start_conversation(page, "tell me fake:" + json.dumps({"tokens": 4, "finish_reason": finish_reason}))
     wait_until_finished(page)
     expect(last_reply(page).locator(".note")).to_have_text(words)
     last_reply(page).locator("button.retry").click()

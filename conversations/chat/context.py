@@ -75,9 +75,12 @@ def should_send(message: Message) -> bool:
     return message.role != Message.Role.ASSISTANT or bool(message.content)
 
 
-def build_context(conversation: Conversation, path: list[Message], max_tokens: int | None) -> Context:
-    """The messages for a request whose newest message is `path[-1]`."""
-    budget = settings.CONTEXT_TOKEN_BUDGET - (max_tokens or 0)
+def build_context(conversation: Conversation, path: list[Message], max_tokens: int | None,
+                  context_length: int | None = None) -> Context:
+    """The messages for a request whose newest message is `path[-1]`, within the model's context
+    length (or CONTEXT_TOKEN_BUDGET, whichever is smaller) minus what the reply may take."""
+    window = min(context_length, settings.CONTEXT_TOKEN_BUDGET) if context_length else settings.CONTEXT_TOKEN_BUDGET
+    budget = window - (max_tokens or 0)
     system = []
     if conversation.system_prompt:
         system = [{"role": "system", "content": conversation.system_prompt}]

@@ -56,7 +56,8 @@ READ_SLICE_SECONDS = 0.002  # longest the reader keeps the event loop to itself
 def start(turn: Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
     """Start streaming the turn's reply in the background and return its task."""
     reply = turn.reply
-    generation = Generation(turn.conversation_id, reply.id, reply.run_id, turn.body, endpoint or Endpoint.default())
+    generation = Generation(turn.conversation_id, reply.id, reply.run_id, turn.body,
+                            endpoint or turn.endpoint or Endpoint.default())
     task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{reply.id}")
     _running[reply.id] = (task, generation)
     task.add_done_callback(lambda _: _running.pop(reply.id, None))

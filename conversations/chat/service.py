@@ -21,11 +21,12 @@ from django.utils.translation import gettext as _
 from conversations.chat import broadcast, generation, snapshots, turns
 from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.broadcast import Unavailable
+from conversations.chat.quotas import UsageLimit
 from conversations.chat.threads import in_thread
 from conversations.chat.turns import Busy, Invalid
 from conversations.upstream import netguard
 
-__all__ = ["Busy", "Invalid", "NotFound", "Unavailable"]  # what the edges catch
+__all__ = ["Busy", "Invalid", "NotFound", "Unavailable", "UsageLimit"]  # what the edges catch
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ async def _turn(action, *args) -> turns.Turn:
 
 def _report_unheard(task: asyncio.Task) -> None:
     error = None if task.cancelled() else task.exception()
-    if error is not None and not isinstance(error, Busy | Invalid | NotFound | Unavailable):
+    if error is not None and not isinstance(error, Busy | Invalid | NotFound | Unavailable | UsageLimit):
         log.error("a turn whose socket had gone failed", exc_info=error)
 
 

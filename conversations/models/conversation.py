@@ -30,6 +30,9 @@ class Conversation(models.Model):
     )
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=200)
+    # Where `model` is served: a provider staff added, or null for the default (OPENAI_BASE_URL).
+    provider = models.ForeignKey("conversations.Provider", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
     system_prompt = models.TextField(blank=True)
     params = models.JSONField(default=dict, blank=True)
     current_leaf = models.ForeignKey(

@@ -286,7 +286,9 @@ class ConversationConsumer(MemberSocket):
         except chat.Busy as busy:
             await self._error("busy", {"reason": busy.reason} if busy.reason else None)
         except chat.Invalid as error:
-            await self._error("invalid", text=str(error))
+            await self._error("invalid", error.detail, text=error.text or None)
+        except chat.UsageLimit as limit:
+            await self._error("usage_limit", limit.detail)
         except chat.NotFound:
             try:
                 await chat.check_access(self.user, self.conversation_id)

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from asgiref.sync import async_to_sync
 from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from conversations.models import Member
-from conversations.upstream import catalogue
-from conversations.upstream.client import Endpoint, UpstreamError
+from conversations.upstream import providers
 
 FOLLOW_BROWSER = ""
 
 
-def offered_models() -> list[str] | None:
-    """The model server's models (the source of /api/models/), or None when it cannot be asked."""
-    try:
-        return async_to_sync(catalogue.list_models)(Endpoint.default())
-    except UpstreamError:
+def offered_models(member) -> list[str] | None:
+    """The models the member may use (the source of /api/models/), or None when the model server
+    cannot be asked for its list (the page then takes a free text)."""
+    _names, failure = providers.default_models()
+    if failure is not None:
         return None
+    return list(dict.fromkeys(choice.model for choice in providers.choices_for(member)))
 
 
 class AccountForm(forms.ModelForm):

@@ -50,7 +50,7 @@ def conversation_page(request, conversation_id):
 
 @login_required
 def account(request):
-    models = offered_models()
+    models = offered_models(request.user)
     if request.method == "POST":
         form = AccountForm(request.POST, instance=request.user, models=models)
         if form.is_valid():

@@ -11,7 +11,7 @@ import { goToSignIn, openSocket } from "./socket.js";
 const $ = (id) => document.getElementById(id);
 const data = JSON.parse($("page-data").textContent);
 let conversation = data.conversation; // null on a new chat until its first message is sent
-const draft = { model: data.default_model, system_prompt: "", params: {} };
+const draft = { model: data.default_model, provider: "", system_prompt: "", params: {} };
 const current = () => conversation || draft;
 const siteName = document.title.includes(" · ") ? document.title.slice(document.title.lastIndexOf(" · ") + 3) : document.title;
 let socket = null;
@@ -106,7 +106,7 @@ const settings = setupSettings({
     if (!conversation) { Object.assign(draft, fields); return; } // kept for the first send
     const saved = await api.updateConversation(conversation.id, fields);
     delete saved.messages;
-    conversation = saved;
+    conversation = { ...saved, provider: fields.provider ?? conversation.provider };
   },
 });
 settings.onPickerError(say);
@@ -121,7 +121,7 @@ function updateStreaming() {
 async function startConversation(text, clientId) {
   try {
     conversation = await api.createConversation({
-      model: draft.model || "", system_prompt: draft.system_prompt, params: draft.params,
+      model: draft.model || "", provider: draft.provider || "", system_prompt: draft.system_prompt, params: draft.params,
     });
   } catch (error) {
     composer.refused();

@@ -66,6 +66,11 @@ const byReason = {
   "too_large/frame": () => gettext("Frames are limited to %(limit)s bytes."),
   "too_large/message": () => gettext("Messages are limited to %(limit)s characters."),
   "too_large/parts": () => gettext("A message can have at most %(limit)s parts."),
+  "usage_limit/tokens_per_day": () => gettext("You have used today's %(limit)s tokens, the limit your team set. It resets at %(resets_at)s."),
+  "usage_limit/tokens_per_month": () => gettext("You have used this month's %(limit)s tokens, the limit your team set. It resets at %(resets_at)s."),
+  "usage_limit/requests_per_minute": () => gettext("You have sent %(limit)s requests this minute, the limit your team set; try again in %(retry_after)s seconds."),
+  "invalid/model_not_allowed": () => gettext("The model %(model)s is not available to you; pick another in the conversation's settings."),
+  "invalid/model_without_images": () => gettext("The model %(model)s does not take images; pick one that does, or send text only."),
   "rate_limited/frames": () => gettext("You are sending too fast; wait %(retry_after)s seconds before the next request."),
   "interrupted/not_saved": () => gettext("The reply could not be saved because the database was unavailable; the text saved before that is kept."),
   "interrupted/restart": () => gettext("The server restarted before this reply finished; the text so far is kept."),
@@ -73,7 +78,7 @@ const byReason = {
 
 /** An error's words in the page's language, from its code and detail; the server's only as a last resort. */
 export function errorText(code, detail, serverMessage) {
-  detail = detail || {};
+  detail = readable(detail || {});
   const words = byReason[`${code}/${detail.reason}`] || byCode[code];
   if (!words) return serverMessage || byCode.upstream_error();
   let text = fill(words(), detail);
@@ -82,6 +87,14 @@ export function errorText(code, detail, serverMessage) {
     text = fill(gettext("%(ours)s The model server said: %(theirs)s"), { ours: text, theirs: detail.upstream_message });
   }
   return text;
+}
+
+/** A reset time in the reader's own time and language, not an ISO string. */
+function readable(detail) {
+  if (typeof detail.resets_at !== "string") return detail;
+  const when = new Date(detail.resets_at);
+  if (Number.isNaN(when.getTime())) return detail;
+  return { ...detail, resets_at: when.toLocaleString(document.documentElement.lang || undefined, { dateStyle: "medium", timeStyle: "short" }) };
 }
 
 /** Every code this page has words for (tests check that each server code is covered). */

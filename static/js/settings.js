@@ -105,24 +105,32 @@ export function setupSettings({ picker, dialog, openButton, getConversation, sav
     }
   });
 
-  // The model picker.
-  let offered = [];
+  // The model picker: each choice is a model on a provider ("" is the team's default server).
+  let offered = []; // [{id, provider}]
+  const key = (choice) => JSON.stringify([choice.provider || "", choice.id]);
   function drawPicker(current) {
-    const names = [...new Set([...offered, current].filter(Boolean))].sort();
-    picker.replaceChildren(...names.map((name) => {
+    const choices = [...offered];
+    if (current && !choices.some((c) => c.id === current.model)) choices.push({ id: current.model, provider: current.provider || "" });
+    picker.replaceChildren(...choices.map((choice) => {
       const option = document.createElement("option");
-      option.value = name;
-      option.textContent = name;
+      option.value = key(choice);
+      option.textContent = choice.provider ? `${choice.id} · ${choice.provider}` : choice.id;
       return option;
     }));
-    picker.value = current;
+    const selected = choices.find((c) => c.id === current.model && (current.provider === undefined || (c.provider || "") === (current.provider || "")))
+      || choices.find((c) => c.id === current.model);
+    if (selected) picker.value = key(selected);
   }
+  const currentChoice = () => {
+    const conversation = getConversation();
+    return { model: conversation.model || defaultModel, provider: conversation.provider };
+  };
   picker.addEventListener("change", async () => {
-    const before = getConversation().model;
+    const [provider, model] = JSON.parse(picker.value);
     try {
-      await save({ model: picker.value });
+      await save({ model, provider });
     } catch (error) {
-      picker.value = before;
+      drawPicker(currentChoice());
       showPickerError(error);
     }
   });
@@ -132,17 +140,19 @@ export function setupSettings({ picker, dialog, openButton, getConversation, sav
     if (loud && pickerNote) pickerNote(picker.title);
   }
   api.models().then((data) => {
-    offered = data.models || [];
-    drawPicker(getConversation().model || data.default || defaultModel);
+    offered = data.available || (data.models || []).map((id) => ({ id, provider: "" }));
+    drawPicker(currentChoice());
+    const down = (data.unavailable || [])[0];
+    if (down) showPickerError({ code: down.code, message: down.message }, false);
   }).catch((error) => {
-    drawPicker(getConversation().model || defaultModel); // the model server is unreachable: keep what we have
+    drawPicker(currentChoice()); // the list cannot be had: keep what we have
     showPickerError(error, false);
   });
-  drawPicker(getConversation().model || defaultModel);
+  drawPicker(currentChoice());
 
   return {
     /** The conversation changed elsewhere (another tab, a snapshot): show its model. */
-    refresh() { drawPicker(getConversation().model || defaultModel); },
+    refresh() { drawPicker(currentChoice()); },
     onPickerError(callback) { pickerNote = callback; },
     showErrors,
     open() { openButton.click(); },

@@ -1,11 +1,8 @@
 """Staff review: conversations with their messages, read-only transcripts."""
 
 from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
 
-from conversations.models import Conversation, Member, Message
-
-admin.site.register(Member, UserAdmin)
+from conversations.models import Conversation, Message
 
 
 class MessageInline(admin.TabularInline):
