@@ -13,12 +13,14 @@ from playwright.sync_api import expect
 from conversations.models import Conversation, Message
 from tests import browser as ui
 from tests.browser import (
+    ask,
     last_reply,
     sign_in,
     start_conversation,
     wait_until_finished,
     words,
 )
+from tests.conftest import DaphneProcess
 
 # The browser fixtures (tests/browser.py), used here by name.
 browser, fresh_channel_layer, page, server, tabs = ui.browser, ui.fresh_channel_layer, ui.page, ui.server, ui.tabs
@@ -35,6 +37,7 @@ MARKDOWN_REPLY = (
 def test_a_new_chat_starts_on_the_first_send_and_streams_markdown(page, alice, upstream):
     sign_in(page, "alice")
     expect(page.locator("#input")).to_be_focused()
+    expect(page.locator("#messages")).to_have_attribute("aria-live", "polite")
     # Looking around creates nothing.
     page.reload()
     page.goto("/")
@@ -188,3 +191,25 @@ def test_signing_out_in_another_tab_takes_this_tab_to_the_sign_in_page(page, ali
     # The first tab's socket is closed (4401) without it sending anything; the page goes to sign in.
     expect(page).to_have_url(re.compile(rf"/accounts/login/\?next=%2Fc%2F{conversation.id}%2F$"))
     expect(page.locator("#id_username")).to_be_visible()
+
+
+def test_a_restarted_server_is_reconnected_to_quietly_and_the_page_catches_up(page, alice, upstream, server, app_env):
+    sign_in(page, "alice")
+    conversation = start_conversation(page, 'hello fake:{"tokens": 3}')
+    wait_until_finished(page)
+    connection = page.locator("#connection")
+    expect(connection).to_have_text("")
+
+    server.stop()
+    expect(connection).to_have_text("Reconnecting…")
+    # Meanwhile another tab (here: the database directly) adds nothing; the page must catch up
+    # from the new snapshot: rename the conversation while the page is away.
+    Conversation.objects.filter(pk=conversation.pk).update(title="Renamed while away")
+    restarted = DaphneProcess({k: v for k, v in app_env.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}, port=server.port)
+    try:
+        expect(connection).to_have_text("")
+        expect(page.locator("#title")).to_have_text("Renamed while away")
+        ask(page, 'again fake:{"tokens": 3}')
+        wait_until_finished(page, count=2)
+    finally:
+        restarted.stop()

@@ -207,13 +207,13 @@ def test_new_chats_start_with_the_members_default_model_and_the_picker_changes_i
     Member.objects.filter(pk=alice.user.pk).update(default_model="older-model")
     sign_in(page, "alice")
     picker = page.locator("#model")
-    expect(picker).to_have_value("older-model")
+    expect(picker.locator("option:checked")).to_have_text("older-model")
     conversation = start_conversation(page, 'hi fake:{"tokens": 2}')
     wait_until_finished(page)
     assert conversation.model == "older-model"
     # /api/models/ offers the fake server's model beside the conversation's own.
     expect(picker.locator("option")).to_have_text(["fake-model", "older-model"])
-    picker.select_option("fake-model")
+    picker.select_option(label="fake-model")
 
     def changed():
         conversation.refresh_from_db()
@@ -342,3 +342,49 @@ def test_a_reply_cut_by_length_or_filtered_says_so_and_offers_a_retry(page, alic
     expect(last_reply(page).locator(".branch-position")).to_have_text("2/2")
     wait_until_finished(page)
     assert len(upstream.requests) == 2
+
+
+def test_the_page_follows_the_stream_until_the_member_scrolls_up(page, alice, upstream):
+    page.set_viewport_size({"width": 1000, "height": 500})
+    sign_in(page, "alice")
+    lines = "".join(f"Line {n} of a long answer.\n\n" for n in range(1, 400))
+    start_conversation(page, "long fake:" + json.dumps({"text": lines, "delay": 0.01}))
+    expect(last_reply(page).locator(".body")).to_contain_text("Line 60 ")
+    scroller = page.locator("#scroller")
+    at_bottom = "el => el.scrollHeight - el.scrollTop - el.clientHeight < 48"
+    assert scroller.evaluate(at_bottom)  # following
+    jump = page.locator("#jump")
+    expect(jump).to_be_hidden()
+
+    scroller.hover()
+    page.mouse.wheel(0, -2000)  # the member scrolls up to read
+    expect(jump).to_be_visible()
+    expect(last_reply(page).locator(".body")).to_contain_text("Line 120 ")
+    assert not scroller.evaluate(at_bottom)  # the stream did not pull the page back down
+
+    jump.click()
+    expect(jump).to_be_hidden()
+    page.wait_for_function("() => { const el = document.getElementById('scroller');"
+                           " return el.scrollHeight - el.scrollTop - el.clientHeight < 48; }")
+    wait_until_finished(page)
+
+
+def test_copy_puts_the_message_and_a_code_block_on_the_clipboard(tabs, alice, upstream):
+    page = tabs.new()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(page, "alice")
+    reply = "Run this:\n\n```sh\nmake test\n```\n"
+    start_conversation(page, "how? fake:" + json.dumps({"text": reply}))
+    wait_until_finished(page)
+    code_copy = last_reply(page).locator(".copy-code")
+    code_copy.click()
+    expect(code_copy).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "make test\n"
+    copy_reply = last_reply(page).locator("button.copy-message")
+    copy_reply.click()
+    expect(copy_reply).to_have_text("Copied")  # shown once the clipboard has it
+    assert page.evaluate("navigator.clipboard.readText()") == reply
+    copy_question = page.locator("#messages li.message.user button.copy-message")
+    copy_question.click()
+    expect(copy_question).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()").startswith("how? fake:")
