@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.accounts import throttle as login_throttle
-from conversations.web import api, views
+from conversations.web import api, uploads, views
 
 urlpatterns = [
     path("", views.new_chat, name="index"),
@@ -14,6 +14,8 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/export", api.export, name="api_export"),
     path("api/models/", api.models, name="api_models"),
     path("api/account/", api.account, name="api_account"),
+    path("api/uploads/", uploads.upload, name="api_uploads"),
+    path("api/uploads/<str:attachment_id>", uploads.download, name="api_upload"),
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
     path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -388,3 +388,18 @@ def test_copy_puts_the_message_and_a_code_block_on_the_clipboard(tabs, alice, up
     copy_question.click()
     expect(copy_question).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()").startswith("how? fake:")
+
+
+def test_reasoning_shows_apart_from_the_answer_as_text(page, alice, upstream):
+    sign_in(page, "alice")
+    thoughts = "First <b>think</b> about it, then answer."
+    start_conversation(page, "why? fake:" + json.dumps({"reasoning": thoughts, "text": "Because **so**.", "delay": 0.01}))
+    wait_until_finished(page)
+    box = last_reply(page).locator("details.reasoning")
+    expect(box).to_be_visible()
+    expect(box.locator(".reasoning-text")).to_have_text(thoughts)
+    expect(box.locator("b")).to_have_count(0)
+    expect(last_reply(page).locator(".body strong")).to_have_text("so")
+    page.reload()  # from the snapshot
+    wait_until_finished(page)
+    expect(last_reply(page).locator(".reasoning-text")).to_have_text(thoughts)

@@ -235,8 +235,8 @@ def test_out_of_range_or_wrong_typed_params_are_refused(params):
 
 
 def test_unknown_params_are_refused_by_name():
-    with pytest.raises(ParamsError, match="logit_bias"):
-        clean_params({"temperature": 1, "logit_bias": {}})
+    with pytest.raises(ParamsError, match="functions"):
+        clean_params({"temperature": 1, "functions": []})
 
 
 @pytest.mark.parametrize("params", [None, [], "temperature=1", 3])

@@ -188,6 +188,11 @@ function handle(frame) {
       if (!view || !view.appendDelta(frame.offset, frame.content)) socket.restart();
       break;
     }
+    case "reasoning": {
+      const view = messages.get(frame.message_id);
+      if (!view || !view.appendReasoning(frame.offset, frame.content)) socket.restart();
+      break;
+    }
     case "done": {
       const view = messages.get(frame.message_id);
       if (view) view.finish(frame.status, frame.finish_reason, frame.usage);

@@ -53,6 +53,18 @@ export class MessageView {
     this.closedEl = document.createElement("div");
     this.tailEl = document.createElement("div");
     this.body.append(this.closedEl, this.tailEl);
+    // What the model thought before it answered (some model servers send it), apart from the answer.
+    this.reasoningBox = document.createElement("details");
+    this.reasoningBox.className = "reasoning";
+    this.reasoningBox.hidden = true;
+    const summary = document.createElement("summary");
+    summary.textContent = gettext("Reasoning");
+    this.reasoningEl = document.createElement("div");
+    this.reasoningEl.className = "reasoning-text";
+    this.reasoningBox.append(summary, this.reasoningEl);
+    this.reasoning = "";
+    this.reasoningLength = 0;
+    this.reasoningShown = "";
     this.note = document.createElement("div");
     this.note.className = "note";
     this.bar = document.createElement("div");
@@ -62,7 +74,7 @@ export class MessageView {
     this.roleEl = document.createElement("span");
     this.roleEl.className = "role";
     meta.append(this.roleEl);
-    this.el.append(meta, this.body, this.note, this.bar);
+    this.el.append(meta, this.reasoningBox, this.body, this.note, this.bar);
     this.resetText("");
     this.update(message);
   }
@@ -89,6 +101,10 @@ export class MessageView {
         if (text.startsWith(this.text)) { this.text = text; this.length = codePoints(text); } else this.resetText(text);
       }
     }
+    if (typeof message.reasoning === "string" && message.reasoning !== this.reasoning) {
+      this.reasoning = message.reasoning;
+      this.reasoningLength = codePoints(message.reasoning);
+    }
     this.final = m.status !== "streaming";
     const words = statusText(m);
     this.note.textContent = words;
@@ -109,12 +125,29 @@ export class MessageView {
     return true;
   }
 
+  /** Append reasoning at `offset` (its own stream of code points); false on a gap. */
+  appendReasoning(offset, content) {
+    if (offset > this.reasoningLength) return false;
+    if (offset < this.reasoningLength) content = Array.from(content).slice(this.reasoningLength - offset).join("");
+    if (!content) return true;
+    this.reasoning += content;
+    this.reasoningLength += codePoints(content);
+    schedule(this);
+    return true;
+  }
+
   finish(status, finishReason, usage, error) {
     this.update({ status, finish_reason: finishReason ?? null, usage: usage ?? null, error: error ?? this.message.error });
   }
 
   /** Called by the frame: render newly closed blocks within `budget` characters, then the open tail. */
   renderStep(budget) {
+    if (this.reasoning !== this.reasoningShown) {
+      // Plain text, never parsed: it is only what the model thought.
+      this.reasoningEl.textContent = this.reasoning;
+      this.reasoningShown = this.reasoning;
+      this.reasoningBox.hidden = !this.reasoning;
+    }
     if (this.role === "user") {
       // The member's own words are shown as typed (as text: never parsed as HTML).
       if (this.tailShown !== this.text) { this.closedEl.textContent = this.text; this.tailShown = this.text; }
