@@ -45,6 +45,7 @@ class AppStack:
             "DEFAULT_MODEL": "fake-model",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "WARNING",
+            "MODEL_TITLES": "false",  # the fake model would title every chat "You said: …"
             "PYTHONUNBUFFERED": "1",
         }
 
