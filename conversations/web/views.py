@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django.views.i18n import set_language as django_set_language
 
+from conversations.chat import quotas
 from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.serializers import conversation_dict
 from conversations.models import Conversation, Member
@@ -63,7 +64,8 @@ def account(request):
     else:
         form = AccountForm(instance=request.user, models=models)
     staff_can_review = Member.objects.filter(is_staff=True, is_active=True).exists()
-    return render(request, "account.html", {"form": form, "staff_can_review": staff_can_review})
+    return render(request, "account.html", {"form": form, "staff_can_review": staff_can_review,
+                                            "usage": quotas.summary(request.user)})
 
 
 def remember_language(response, language: str) -> None:
