@@ -167,9 +167,9 @@ class Bench:
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
-        # Every measured reply is its conversation's first, and the title request would carry the
-        # bench message's fake: directive (a 250- or 500-token reply, not a title's few): off unless
-        # the environment asks for it (MODEL_TITLES=true make bench).
+        # A title request after each first reply is not the relay being measured; and every measured
+        # reply is a first one, whose title request would carry the bench message's fake: directive
+        # (a 250- or 500-token reply, not a title's few). Off unless asked for (MODEL_TITLES=true).
         env.setdefault("MODEL_TITLES", "false")
         return env
 
