@@ -1,9 +1,12 @@
 """The smallest honest relay on our stack: the benchmark's "bare relay" baseline.
 
-    python -m daphne -b 127.0.0.1 -p PORT bench.bare_relay:application
+    python -m bench.bare_relay -b 127.0.0.1 -p PORT
+
+that is, `python -m daphne ... bench.bare_relay:application` on the event loop the
+app's daphne runs on (uvloop, unless UVLOOP=false, as chatsite/server.py does).
 
 A plain ASGI app in daphne (no Django, no Channels, no database, no auth, no
-channel layer, no coalescing): a websocket that, for each `send` frame it gets,
+channel layer, no coalescing, no compression): a websocket that, for each `send` frame it gets,
 streams a Chat Completions request to the upstream with httpx + httpx-sse, as
 the app does (same timeouts, same connection limits, same `stream_options`),
 and forwards each content chunk to that same socket as a `delta` frame.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -200,3 +204,18 @@ class BareRelay:
 
 
 application = BareRelay()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """daphne's own command line, after choosing the app's event loop (before daphne makes its own)."""
+    if os.environ.get("UVLOOP", "true").strip().lower() not in ("0", "false", "no", "off"):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    from daphne.cli import CommandLineInterface  # makes the loop and installs twisted's reactor
+
+    CommandLineInterface().run([*(sys.argv[1:] if argv is None else argv), "bench.bare_relay:application"])
+
+
+if __name__ == "__main__":
+    main()

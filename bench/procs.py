@@ -198,8 +198,9 @@ def start_daphne(name: str, port: int, env: dict, log_dir: Path) -> Service:
 
 
 def start_bare_relay(name: str, port: int, env: dict, log_dir: Path) -> Service:
-    """The benchmark's bare relay (bench/bare_relay.py) in plain daphne, on the app's environment."""
-    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.bare_relay:application"]
+    """The benchmark's bare relay (bench/bare_relay.py) in plain daphne on the app's event loop,
+    with the app's environment."""
+    args = [sys.executable, "-m", "bench.bare_relay", "-b", "127.0.0.1", "-p", str(port)]
     return Service(name, args, env, port, log_dir)
 
 
