@@ -336,6 +336,12 @@ async def direct_reply(client: httpx.AsyncClient, upstream: dict, conv: dict, ou
     out["ok"] = out["error"] is None
 
 
+async def first_use(upstream: dict) -> None:
+    url = upstream["url"].rsplit("/chat/completions", 1)[0] + "/models"
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        await client.get(url, headers={"Authorization": f"Bearer {upstream['api_key']}"})
+
+
 async def run_direct(spec: dict) -> None:
     convs = spec["convs"]
     limits = httpx.Limits(max_connections=len(convs) + 10, max_keepalive_connections=len(convs) + 10)
@@ -344,6 +350,8 @@ async def run_direct(spec: dict) -> None:
         # Connections open at `go`, not before: with a hundred idle connections in its pool,
         # httpcore polls every one of them for each request it assigns (encode/httpcore#924),
         # which made a warm pool ~20x slower than fresh connects to hand out 100 at once.
+        # One request on a client of its own loads what httpx imports on first use (tens of ms).
+        await first_use(spec["upstream"])
         emit("ready", connected=len(convs), errors=[])
         if await read_command() == "go":
             cpu = time.process_time()
