@@ -54,7 +54,8 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-## Benchmark the relay on this machine (Postgres and Redis must run; ~6 minutes): prints the tables.
+## Benchmark the relay on this machine (Postgres and Redis must run; ~8 minutes, py-spy profiles included):
+## prints the tables side by side (the app, the bare relay, the direct baseline).
 ## `$(BIN)/python -m bench.relay --quick` is a one-minute smoke run; see bench/README.md.
 bench: install-dev
 	$(BIN)/python -m bench.relay

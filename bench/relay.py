@@ -1,4 +1,4 @@
-"""The relay benchmark: `python -m bench.relay [--quick] [--runs 3] [--json out.json] [--profile] [--docs]`.
+"""The relay benchmark: `python -m bench.relay [--quick] [--runs 3] [--json out.json] [--no-profile] [--docs]`.
 
 It stands up what a team deployment has, on loopback: a fresh Postgres
 database (`chat_bench`), Redis as the channel layer, the app as a daphne
@@ -16,7 +16,7 @@ Phases, in this order (the order matters where noted):
      (50 tokens/s, M=250) the same way. N sends leave the clients at once.
   3. two processes: the same replies watched from a second daphne.
   4. idle sockets: 1,000 open, memory and CPU of the app.
-  5. optional: py-spy profiles of the app during paced, then unpaced, N=100 replies.
+  5. py-spy profiles of the app during paced, then unpaced, N=100 replies (--no-profile skips them).
   6. context rebuild of a 1,000-message conversation, in this process.
 Then it prints the tables and writes bench/results/latest.{md,json}
 (and with --docs, the generated part of docs/benchmarks.md).
@@ -86,7 +86,7 @@ class Plan:
     idle_sockets: int = 1000
     idle_seconds: float = 10.0
     context_messages: int = 1000
-    profile: bool = False
+    profile: bool = True
     profile_n: int = 100
     # Postgres 15 flushes a backend's table counters only once it has been idle 10 s: the
     # database figures wait for that. --quick does not, so its writes per reply are approximate.
@@ -865,8 +865,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="N=1,10 only, one run, fewer sockets (a smoke run)")
     parser.add_argument("--runs", type=int, help="rounds of the main table (default 3)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--profile", action="store_true",
-                        help="profile the app with py-spy during paced, then unpaced, N=100 replies")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="profile the app with py-spy during paced, then unpaced, N=100 replies (the default)")
     parser.add_argument("--docs", action="store_true", help="rewrite the generated part of docs/benchmarks.md")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
