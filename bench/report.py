@@ -184,7 +184,8 @@ def ttft_section(results: dict) -> str:
                 pace, str(n),
                 p50_p99(relay["to_upstream"]), p50_p99(relay["after_upstream"]), p50_p99(relay["added"]),
                 p50_p99(bare["to_upstream"]), p50_p99(bare["after_upstream"]), p50_p99(bare["added"]),
-                p50_p99(direct["added"]), str(len(relay["added"])),
+                p50_p99(direct["to_upstream"]), p50_p99(direct["after_upstream"]), p50_p99(direct["added"]),
+                str(len(relay["added"])),
             ])
     if not rows:
         return ""
@@ -192,8 +193,8 @@ def ttft_section(results: dict) -> str:
         "### Added time to first token, N sends at once (ms, p50 / p99 over every reply of every run)",
         "",
         table(["upstream", "N", "app: send → upstream", "app: first chunk → tab", "app: added",
-               "bare: send → upstream", "bare: first chunk → tab", "bare: added", "direct: added",
-               "replies (app)"], rows),
+               "bare: send → upstream", "bare: first chunk → tab", "bare: added", "direct: send → upstream",
+               "direct: first chunk → reader", "direct: added", "replies (app)"], rows),
         "",
         "Per reply: send → upstream is the fake's `received_at` (it has read the request's body) minus the "
         "client's `send`; first chunk → tab is the first `delta` at the tab minus the fake's `first_chunk_at`; "
