@@ -44,9 +44,11 @@ class Recorder:
         self._started = time.monotonic()
 
     def stop(self) -> None:
+        """Once: a second Ctrl-C could cut py-spy short while it writes its file."""
+        if self.proc is None or self.seconds is not None:
+            return
         self.seconds = time.monotonic() - self._started
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
 
     def wait(self, timeout: float = 30.0) -> None:
         """Until py-spy has written its file; killed if it does not."""
