@@ -868,7 +868,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="profile the app with py-spy during paced, then unpaced, N=100 replies (the default)")
     parser.add_argument("--docs", action="store_true", help="rewrite the generated part of docs/benchmarks.md")
+    parser.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: print the tables of an earlier run's results (with --docs, write them)")
     args = parser.parse_args(argv)
+    if args.render:
+        markdown = report.render(json.loads(args.render.read_text()))
+        print(markdown)
+        if args.docs:
+            report.update_docs(DOCS, markdown)
+            print(f"updated {DOCS.relative_to(ROOT)}")
+        return
     plan = Plan.quick() if args.quick else Plan()
     if args.runs:
         plan.runs = max(1, min(args.runs, 10))

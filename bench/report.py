@@ -235,7 +235,9 @@ def bare_section(results: dict) -> str:
         "httpx + httpx-sse reading the upstream as the app does, a `delta` frame per chunk to the one socket "
         "that asked; no Django, auth, database, channel layer or coalescing. Its cost is the stack's; the "
         "app's beyond it is what our features cost (sessions, a turn's rows, Redis fan-out, coalescing, the "
-        "send bound). Medians over runs; added TTFT pooled over replies.",
+        "send bound). Medians over runs; added TTFT pooled over replies. The bare relay uses neither Postgres "
+        "nor Redis: its figure there is what the two servers spent anyway over the same window (their "
+        "background work, other clients), the floor under the app's.",
     ])
 
 
