@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.accounts import throttle as login_throttle
-from conversations.web import api, views
+from conversations.web import account, api, presets, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -13,6 +13,9 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/", api.conversation, name="api_conversation"),
     path("api/conversations/<str:conversation_id>/export", api.export, name="api_export"),
     path("api/models/", api.models, name="api_models"),
+    path("api/presets/", presets.preset_list, name="api_presets"),
+    path("api/presets/<str:preset_id>/", presets.preset_detail, name="api_preset"),
+    path("api/account/", account.account, name="api_account"),
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
     path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

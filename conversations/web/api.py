@@ -16,7 +16,7 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.text import slugify
 from django.utils.translation import gettext
 
-from conversations.chat import exports
+from conversations.chat import exports, presets
 from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.conversations import create_conversation, delete_conversation, update_conversation
 from conversations.chat.errors import describe
@@ -86,6 +86,8 @@ def read_json(request) -> dict:
 
 
 class ConversationForm(forms.Form):
+    STRINGS = ("title", "model", "provider", "system_prompt")  # a number or a list here is an error, not a text
+
     title = forms.CharField(max_length=200, required=False)
     model = forms.CharField(max_length=200, required=False)
     provider = forms.CharField(max_length=100, required=False)
@@ -95,7 +97,7 @@ class ConversationForm(forms.Form):
     def __init__(self, data: dict, member):
         self.member = member
         wrong_types = [
-            name for name in ("title", "model", "provider", "system_prompt")
+            name for name in self.STRINGS
             if name in data and not isinstance(data[name], str)
         ]
         if data.get("params") is not None and not isinstance(data["params"], dict):
@@ -140,6 +142,28 @@ class ConversationForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
+class NewConversationForm(ConversationForm):
+    """A new conversation may start from a preset (its own or the team's): `"preset": id`."""
+
+    STRINGS = (*ConversationForm.STRINGS, "preset")
+    preset = forms.CharField(required=False)
+
+    def clean(self):
+        cleaned = super().clean()
+        cleaned["preset"] = None
+        if self.data.get("preset") is None or "preset" in self.errors:
+            return cleaned
+        try:
+            preset = presets.get_preset(self.member, self.data["preset"])
+        except presets.PresetNotFound:
+            self.add_error("preset", gettext("No such preset."))
+            return cleaned
+        if not cleaned.get("model") and preset.model and presets.preset_model(self.member, preset) is None:
+            self.add_error("preset", gettext("This preset's model is not available to you."))
+        cleaned["preset"] = preset
+        return cleaned
+
+
 def invalid_form(form: ConversationForm) -> JsonResponse:
     fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
     first = next(iter(fields.values()))[0]
@@ -150,13 +174,14 @@ def invalid_form(form: ConversationForm) -> JsonResponse:
 @require_http_methods(["GET", "POST"])
 def conversations(request):
     if request.method == "POST":
-        form = ConversationForm(read_json(request), request.user)
+        form = NewConversationForm(read_json(request), request.user)
         if not form.is_valid():
             return invalid_form(form)
         data = form.cleaned_data
+        given = {name: data[name] for name in ("system_prompt", "params") if name in form.present}  # win over presets
         conversation = create_conversation(
             request.user, title=data["title"], model=data["model"], provider=data.get("provider") or None,
-            system_prompt=data["system_prompt"], params=data["params"],
+            preset=data["preset"], **given,
         )
         return JsonResponse(conversation_dict(conversation), status=201)
     found = Conversation.objects.owned_by(request.user)
