@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.accounts import throttle as login_throttle
-from conversations.web import account, api, presets, views
+from conversations.web import account, api, imports, presets, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/presets/", presets.preset_list, name="api_presets"),
     path("api/presets/<str:preset_id>/", presets.preset_detail, name="api_preset"),
     path("api/account/", account.account, name="api_account"),
+    path("api/export", imports.export_all, name="api_export_all"),
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
     path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
