@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/presets/<str:preset_id>/", presets.preset_detail, name="api_preset"),
     path("api/account/", account.account, name="api_account"),
     path("api/export", imports.export_all, name="api_export_all"),
+    path("api/import", imports.import_file, name="api_import"),
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
     path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
