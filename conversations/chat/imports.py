@@ -35,7 +35,7 @@ import math
 import operator
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -140,7 +140,6 @@ class _Node:
     finish_reason: str = ""
     usage: dict | None = None
     created_at: datetime | None = None
-    children: list = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- bytes to JSON
