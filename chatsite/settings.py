@@ -269,6 +269,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve static files from the app folders too, so a checkout runs without collectstatic
 # (the Docker image still collects and compresses them at build time).
 WHITENOISE_USE_FINDERS = True
+# Images members attach (chat/images.py): stored here, read only through the app (owner-only).
+MEDIA_ROOT = Path(env("MEDIA_ROOT") or BASE_DIR / "media")
+MAX_IMAGE_BYTES = envint("MAX_IMAGE_BYTES", 10 * 1024 * 1024, minimum=1024)
+MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", 25_000_000, minimum=10_000)
+MAX_IMAGE_SIDE = envint("MAX_IMAGE_SIDE", 2048, minimum=64)  # larger ones are scaled down (models see 2048 at most)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

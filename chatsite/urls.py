@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.accounts import throttle as login_throttle
-from conversations.web import account, api, imports, presets, views
+from conversations.web import account, api, imports, presets, uploads, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/", api.conversation, name="api_conversation"),
     path("api/conversations/<str:conversation_id>/export", api.export, name="api_export"),
     path("api/models/", api.models, name="api_models"),
+    path("api/uploads/", uploads.upload, name="api_uploads"),
+    path("api/uploads/<str:attachment_id>", uploads.download, name="api_upload"),
     path("api/presets/", presets.preset_list, name="api_presets"),
     path("api/presets/<str:preset_id>/", presets.preset_detail, name="api_preset"),
     path("api/account/", account.account, name="api_account"),

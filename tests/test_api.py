@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 CONTRACT_KEYS = {"id", "title", "model", "system_prompt", "params", "created_at", "updated_at"}
 # The contract's, plus the branch switcher's sibling_ids (docs/protocol.md).
 MESSAGE_KEYS = {"id", "role", "content", "status", "parent_id", "created_at", "sibling_ids"}
-ASSISTANT_KEYS = MESSAGE_KEYS | {"model", "finish_reason", "usage"}
+ASSISTANT_KEYS = MESSAGE_KEYS | {"model", "finish_reason", "usage", "context"}  # context: where it began
 
 
 def post(client: Client, url: str, data, **extra):
@@ -170,7 +170,7 @@ def test_a_conversation_created_without_a_model_gets_the_default_model(alice, se
 
 @pytest.mark.parametrize(
     "body",
-    [{"params": {"temperature": 5}}, {"params": {"top_p": 2}}, {"params": {"logit_bias": {"1": 2}}},
+    [{"params": {"temperature": 5}}, {"params": {"top_p": 2}}, {"params": {"n": 2}}, {"params": {"logit_bias": {"x": 2}}},
      {"params": {"max_tokens": 0}}, {"params": {"stop": ["a", "b", "c", "d", "e"]}},
      {"params": {"response_format": {"type": "xml"}}}, {"params": {"user": "a\x00b"}},
      {"params": "temperature"}, {"params": '{"temperature": 1}'}, {"params": [1, 2]}, {"params": []},

@@ -89,6 +89,12 @@ _BY_REASON = {
         "The model %(model)s is not available to you; pick another in the conversation's settings."),
     ("invalid", "model_without_images"): gettext_lazy(
         "The model %(model)s does not take images; pick one that does, or send text only."),
+    ("invalid", "image_type"): gettext_lazy("Images must be PNG, JPEG, WebP or GIF."),
+    ("invalid", "image_missing"): gettext_lazy("Send the image as the form field 'file'."),
+    ("invalid", "image_unreadable"): gettext_lazy("This image cannot be read; it may be damaged."),
+    ("invalid", "image_not_found"): gettext_lazy("That image is not one of yours, or it was deleted."),
+    ("too_large", "image_bytes"): gettext_lazy("Images are limited to %(limit)s bytes."),
+    ("too_large", "image_pixels"): gettext_lazy("Images are limited to %(limit)s pixels."),
     ("rate_limited", "frames"): gettext_lazy(
         "You are sending too fast; wait %(retry_after)s seconds before the next request."),
     ("interrupted", "not_saved"): gettext_lazy(

@@ -22,12 +22,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from conversations.chat import broadcast, drain, quotas, replies
+from conversations.chat import broadcast, drain, images, quotas, replies
 from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.context import branch, build_context, latest_leaf, sibling_ids
 from conversations.chat.conversations import announce_changed
 from conversations.chat.serializers import message_dict
 from conversations.models import Conversation, Message, lease_deadline
+from conversations.models.member import opaque_member_id
 from conversations.upstream import providers
 from conversations.upstream.client import Endpoint
 
@@ -48,10 +49,11 @@ class Invalid(Exception):
     Either words (already in the reader's language) or a detail for chat/errors.py's words.
     """
 
-    def __init__(self, text: str = "", detail: dict | None = None):
-        super().__init__(text or (detail or {}).get("reason", "invalid"))
+    def __init__(self, text: str = "", detail: dict | None = None, code: str = "invalid"):
+        super().__init__(text or (detail or {}).get("reason", code))
         self.text = text
         self.detail = detail
+        self.code = code  # invalid, or too_large for an image over the limits
 
 
 @dataclass
@@ -183,6 +185,10 @@ def _make_room(user, conversation: Conversation, messages: dict, parts: list | N
             messages[message.id] = message
         if any(m.status == Message.Status.STREAMING for m in messages.values()):
             raise Busy()  # a late write renewed its lease while we looked: it lives
+    try:
+        images.check_owned(user, parts)
+    except images.ImageRefused as refused:
+        raise Invalid(detail=refused.detail, code=refused.code) from None
     choice = providers.resolve(user, conversation.model, conversation.provider)
     if choice is None:
         raise Invalid(detail={"reason": "model_not_allowed", "model": conversation.model})
@@ -241,6 +247,7 @@ def _start_reply(conversation: Conversation, messages: dict, question: Message, 
         "messages": context.messages,
         "stream": True,
         "stream_options": {"include_usage": True},
+        "user": opaque_member_id(conversation.owner_id),  # never a name or an email
     }
     return Turn(conversation.id, conversation.owner_id, reply=reply, body=body,
                 endpoint=providers.endpoint_for(choice.provider))

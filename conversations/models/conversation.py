@@ -76,6 +76,10 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     # The OpenAI content parts (text and image_url) when the member sent a list.
     content_parts = models.JSONField(null=True, blank=True)
+    # A reply's reasoning ("thinking"), streamed apart from its answer; never sent upstream again.
+    reasoning = models.TextField(blank=True)
+    # The tokens of a reply with their probabilities, when logprobs were asked for.
+    logprobs = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     model = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=64, blank=True)

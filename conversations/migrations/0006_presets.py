@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0003_providers'),
+        ('conversations', '0005_attachments'),
     ]
 
     operations = [
