@@ -7,6 +7,7 @@ The files in tests/data/imports/ were written by hand from each format's documen
 from __future__ import annotations
 
 import copy
+import io
 import json
 import uuid
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from PIL import Image
 
 from conversations.chat import imports, replies, turns
 from conversations.chat.context import branch
@@ -71,7 +73,8 @@ def tree(conversation: Conversation) -> dict:
     messages = {m.id: m for m in conversation.messages.all()}
 
     def path(message):
-        return tuple((m.role, m.content, json.dumps(m.content_parts)) for m in branch(messages, message.id))
+        return tuple((m.role, m.content, json.dumps(m.content_parts), m.reasoning, json.dumps(m.logprobs))
+                     for m in branch(messages, message.id))
 
     return {
         "title": conversation.title, "model": conversation.model, "system_prompt": conversation.system_prompt,
@@ -139,7 +142,10 @@ def test_export_all_then_import_gives_the_same_trees(alice, bob, settings):
     settings.DEFAULT_MODEL = "fake-model"
     plans = alice.conversation(title="Plans 计划", system_prompt="Be brief.", params={"temperature": 0.4})
     first = answer(alice, plans, "What should we ship first?", "The import.")
-    answer(alice, plans, "And then?", "Presets.")
+    then = turns.ask(alice.user, plans.id, "And then?", None, uuid.uuid4())
+    replies.finish_reply(then.reply.id, then.reply.run_id, text="Presets.", status="complete", finish_reason="stop",
+                         reasoning="They asked what comes next; presets were planned.",
+                         logprobs=[{"token": "Pres", "logprob": -0.01, "top_logprobs": []}])
     regenerated = turns.regenerate(alice.user, plans.id, None)
     replies.finish_reply(regenerated.reply.id, regenerated.reply.run_id, text="Search, then presets.",
                          status="complete", finish_reason="stop")
@@ -164,6 +170,29 @@ def test_export_all_then_import_gives_the_same_trees(alice, bob, settings):
     copies = sorted((tree(c) for c in imported(response)), key=lambda t: t["title"])
     assert copies == originals
     assert Conversation.objects.filter(owner=bob.user).count() == 4
+
+
+def test_uploaded_images_stay_for_their_owner_and_become_a_placeholder_for_anyone_else(alice, bob, settings,
+                                                                                        tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(picture, format="PNG")
+    stored = alice.client.post("/api/uploads/", {"file": SimpleUploadedFile("red.png", picture.getvalue())}).json()
+    conversation = alice.conversation(title="Red")
+    parts = [{"type": "text", "text": "What colour?"}, {"type": "image_url", "image_url": {"url": stored["url"]}}]
+    turn = turns.ask(alice.user, conversation.id, "What colour?", parts, uuid.uuid4())
+    replies.finish_reply(turn.reply.id, turn.reply.run_id, text="Red.", status="complete", finish_reason="stop")
+    exported = alice.client.get("/api/export").content
+
+    (mine,) = imported(upload(alice, exported))
+    question = mine.messages.get(role="user")
+    assert question.content_parts[1]["image_url"]["url"] == stored["url"]
+
+    (theirs,) = imported(upload(bob, exported))
+    question = theirs.messages.get(role="user")
+    assert question.content_parts == [{"type": "text", "text": "What colour?"}, {"type": "text", "text": "[image]"}]
+    assert question.content == "What colour?\n[image]"
+    assert stored["id"] not in json.dumps(list(theirs.messages.values_list("content_parts", flat=True)))
 
 
 def test_a_single_conversation_export_imports_too(alice, bob):

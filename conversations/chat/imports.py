@@ -44,10 +44,11 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from conversations.chat import images
 from conversations.chat.conversations import announce_changed
 from conversations.chat.exports import FORMAT, VERSION
 from conversations.chat.params import ParamsError, clean_params
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 from conversations.upstream import netguard
 
 # Deeper than any of the three formats nests (ChatGPT's metadata reaches about 12).
@@ -106,6 +107,8 @@ class ImportedMessage:
     finish_reason: str
     usage: dict | None
     created_at: datetime
+    reasoning: str = ""
+    logprobs: list | None = None
 
 
 @dataclass
@@ -140,6 +143,8 @@ class _Node:
     finish_reason: str = ""
     usage: dict | None = None
     created_at: datetime | None = None
+    reasoning: str = ""
+    logprobs: list | None = None
 
 
 # --------------------------------------------------------------------------- bytes to JSON
@@ -429,7 +434,7 @@ def _tree(place: _Place, nodes: list[_Node], current: str | None, current_name: 
         messages.append(ImportedMessage(
             id=ids[node.key], parent_id=ids[above] if above else None, role=node.role, content=node.content,
             content_parts=node.parts, model=node.model, finish_reason=node.finish_reason, usage=node.usage,
-            created_at=created,
+            created_at=created, reasoning=node.reasoning, logprobs=node.logprobs,
         ))
     if current is not None:
         if current not in by_key:
@@ -505,11 +510,17 @@ def _our_message(place: _Place, index: int, message) -> _Node:
     usage = place.obj(message, "usage", required=False)
     if usage is not None:
         place.json_value("usage", usage)
+    logprobs = place.seq(message, "logprobs", required=False) or None
+    if logprobs is not None:
+        place.json_value("logprobs", logprobs)
+    assistant = role == Message.Role.ASSISTANT
     return _Node(
         key=key, parent=parent, index=index, role=role, content=content, parts=parts,
-        model=place.text(message, "model", limit=NAME_CHARS) if role == Message.Role.ASSISTANT else "",
+        model=place.text(message, "model", limit=NAME_CHARS) if assistant else "",
         finish_reason=place.text(message, "finish_reason")[:FINISH_REASON_CHARS], usage=usage,
         created_at=place.iso_time(message, "created_at"),
+        reasoning=place.text(message, "reasoning", limit=settings.MAX_REPLY_CHARS) if assistant else "",
+        logprobs=logprobs if assistant else None,
     )
 
 
@@ -539,9 +550,11 @@ def _our_content(place: _Place, content) -> tuple[str, list | None]:
 def _our_image(place: _Place, part: dict) -> dict:
     image = place.obj(part, "image_url")
     url = place.text(image, "url", required=True)
-    if not url.startswith(("https://", "http://", "data:image/")):
-        place.refuse(_("image URLs must be http(s) or data:image/ URLs."))
-    if not url.startswith("data:"):
+    if images.UPLOAD_URL.match(url):
+        pass  # an image uploaded here: kept if it is the importing member's (`write`)
+    elif not url.startswith(("https://", "http://", "data:image/")):
+        place.refuse(_("image URLs must be uploads, http(s) or data:image/ URLs."))
+    elif not url.startswith("data:"):
         # As for a message sent: the model server fetches it, so no local or private address.
         try:
             netguard.check_url_static(url, netguard.image_policy())
@@ -761,6 +774,7 @@ def write(member, imported: Imported) -> list[tuple[Conversation, int]]:
     Each is announced to the member's tabs (`conversation_created`) once the
     transaction commits; a failure anywhere stores nothing and announces nothing.
     """
+    _keep_own_uploads(member, imported)
     conversations, messages, written = [], [], []
     for found in imported.conversations:
         conversation = Conversation(
@@ -773,7 +787,8 @@ def write(member, imported: Imported) -> list[tuple[Conversation, int]]:
         messages += [
             Message(id=m.id, conversation=conversation, parent_id=m.parent_id, role=m.role, content=m.content,
                     content_parts=m.content_parts, status=Message.Status.COMPLETE, model=m.model,
-                    finish_reason=m.finish_reason, usage=m.usage, created_at=m.created_at, updated_at=m.created_at)
+                    finish_reason=m.finish_reason, usage=m.usage, reasoning=m.reasoning, logprobs=m.logprobs,
+                    created_at=m.created_at, updated_at=m.created_at)
             for m in found.messages
         ]
     with transaction.atomic():
@@ -783,3 +798,18 @@ def write(member, imported: Imported) -> list[tuple[Conversation, int]]:
         for conversation in conversations:
             announce_changed(conversation, "conversation_created")
     return written
+
+
+def _keep_own_uploads(member, imported: Imported) -> None:
+    """An uploaded image stays only if it is the member's own (their export, imported back);
+    another member's becomes the `[image]` placeholder: its owner alone may read it."""
+    found = [m for c in imported.conversations for m in c.messages if images.attachment_ids(m.content_parts)]
+    if not found:
+        return
+    wanted = {i for m in found for i in images.attachment_ids(m.content_parts)}
+    owned = set(Attachment.objects.filter(owner=member, pk__in=wanted).values_list("pk", flat=True))
+    for message in found:
+        parts = [part if all(i in owned for i in images.attachment_ids([part])) else {"type": "text", "text": "[image]"}
+                 for part in message.content_parts]
+        message.content_parts = parts
+        message.content = "\n".join(part["text"] for part in parts if part["type"] == "text")
