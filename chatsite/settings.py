@@ -316,6 +316,8 @@ CONTENT_SECURITY_POLICY = {
 OPENAI_BASE_URL = envurl("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_API_KEY = env("OPENAI_API_KEY")
 DEFAULT_MODEL = env("DEFAULT_MODEL", "gpt-4o-mini")
+# After a conversation's first reply, ask its model for a short title (chat/titles.py).
+MODEL_TITLES = envbool("MODEL_TITLES", True)
 # Keys that encrypt providers' API keys at rest (cryptography's Fernet keys, comma-separated;
 # the first encrypts, all decrypt: docs/operations.md says how to rotate). Unset: one derived
 # from SECRET_KEY. Make one with:

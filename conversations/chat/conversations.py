@@ -40,7 +40,8 @@ def create_conversation(member, *, title: str = "", model: str = "", provider=No
         model, provider = start.model, start.provider
     with transaction.atomic():
         conversation = Conversation.objects.create(
-            owner=member, title=title, model=model, provider=provider,
+            owner=member, title=title, title_source=Conversation.TitleSource.MEMBER if title else "",
+            model=model, provider=provider,
             system_prompt=start.system_prompt if system_prompt is None else system_prompt,
             params=start.params if params is None else params,
         )
@@ -59,6 +60,9 @@ def update_conversation(member, conversation_id, changes: dict) -> Conversation:
         if changed:
             for name in changed:
                 setattr(conversation, name, changes[name])
+            if "title" in changed:  # the member named it: no automatic title replaces theirs
+                conversation.title_source = Conversation.TitleSource.MEMBER
+                changed.append("title_source")
             conversation.updated_at = timezone.now()
             conversation.save(update_fields=[*changed, "updated_at"])
             announce_changed(conversation, "conversation_updated")

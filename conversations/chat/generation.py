@@ -36,7 +36,7 @@ from contextlib import aclosing
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations.chat import broadcast, errors, replies
+from conversations.chat import broadcast, errors, replies, titles
 from conversations.chat.threads import in_thread
 from conversations.chat.turns import Turn
 from conversations.models import Message
@@ -65,6 +65,8 @@ def start(turn: Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
     reply = turn.reply
     generation = Generation(turn.conversation_id, reply.id, reply.run_id, turn.body,
                             endpoint or turn.endpoint or Endpoint.default())
+    generation.name_it = turn.name_it
+    generation.owner_id = turn.owner_id
     task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{reply.id}")
     _running[reply.id] = (task, generation)
     task.add_done_callback(lambda _: _running.pop(reply.id, None))
@@ -131,6 +133,8 @@ class Generation:
         self.control_channel: str | None = None  # this reply's channel, made once
         self.control: str | None = None  # the same, once it has joined the control group
         self.saved_length = 0  # characters in the row as last flushed
+        self.name_it = False  # the conversation's first reply: ask the model for a title after it
+        self.owner_id: int | None = None
         self.requested_at: float | None = None  # loop time the upstream request began
         self.first_token_at: float | None = None
         self.publishing = _Trouble(f"publishing to the sockets of reply {self.message_id}")
@@ -164,6 +168,11 @@ class Generation:
                 await self._finish()
             finally:
                 await self._end_listener(listener)
+            if self.name_it and self.reader.done() and not self.reader.cancelled() \
+                    and self.reader.exception() is None and self.text():
+                question = next((m["content"] for m in reversed(self.body["messages"]) if m["role"] == "user"), "")
+                titles.start(self.conversation_id, self.owner_id, self.body["model"], self.endpoint,
+                             question if isinstance(question, str) else "", self.text())
 
     async def _join_control(self) -> bool:
         """One attempt to join the control group (stop and sync requests)."""

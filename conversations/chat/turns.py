@@ -65,6 +65,7 @@ class Turn:
     reply: Message | None = None
     body: dict | None = None
     endpoint: Endpoint | None = None  # where the reply is requested (its provider)
+    name_it: bool = False  # the conversation's first reply: the model may title it (chat/titles.py)
     # A resent frame: nothing was made; `existing` is the stored message, for the resending tab only.
     duplicate: bool = False
     existing: list[dict] = field(default_factory=list)
@@ -161,6 +162,7 @@ def _question(user, conversation: Conversation, messages: dict, parent_id, text:
         {"type": "message", "message": message_dict(question, sibling_ids(messages, question))}))
     if not conversation.title:
         conversation.title = _title_from(text)
+        conversation.title_source = Conversation.TitleSource.FIRST_WORDS
         title_event = broadcast.frame_event({"type": "title", "title": conversation.title})
     else:
         title_event = None
@@ -234,7 +236,7 @@ def _start_reply(conversation: Conversation, messages: dict, question: Message, 
     messages[reply.id] = reply
     conversation.current_leaf = reply
     conversation.updated_at = now
-    conversation.save(update_fields=["current_leaf", "title", "updated_at"])
+    conversation.save(update_fields=["current_leaf", "title", "title_source", "updated_at"])
     broadcast.announce(
         broadcast.conversation_group(conversation.id),
         broadcast.frame_event({"type": "message", "message": message_dict(reply, sibling_ids(messages, reply))},
@@ -249,8 +251,10 @@ def _start_reply(conversation: Conversation, messages: dict, question: Message, 
         "stream_options": {"include_usage": True},
         "user": opaque_member_id(conversation.owner_id),  # never a name or an email
     }
+    first = not any(m.role == Message.Role.ASSISTANT and m.id != reply.id for m in messages.values())
     return Turn(conversation.id, conversation.owner_id, reply=reply, body=body,
-                endpoint=providers.endpoint_for(choice.provider))
+                endpoint=providers.endpoint_for(choice.provider),
+                name_it=first and conversation.title_source == Conversation.TitleSource.FIRST_WORDS)
 
 
 __all__ = ["Busy", "Invalid", "NotFound", "Turn", "ask", "edit", "regenerate", "select"]

@@ -28,7 +28,14 @@ class Conversation(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
+    class TitleSource(models.TextChoices):
+        NONE = ""
+        FIRST_WORDS = "first_words"  # the first question's start, until the model names it
+        MODEL = "model"  # written by the model after the first reply
+        MEMBER = "member"  # the member's own: never overwritten
+
     title = models.CharField(max_length=200, blank=True)
+    title_source = models.CharField(max_length=16, blank=True, choices=TitleSource.choices)
     model = models.CharField(max_length=200)
     # Where `model` is served: a provider staff added, or null for the default (OPENAI_BASE_URL).
     provider = models.ForeignKey("conversations.Provider", null=True, blank=True, on_delete=models.SET_NULL,

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0005_attachments'),
+        ('conversations', '0006_title_source'),
     ]
 
     operations = [
