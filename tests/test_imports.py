@@ -106,6 +106,7 @@ def test_our_export_imports_every_branch_with_its_fields_and_times(alice):
         ("翻译产品说明", 5), ("Standup notes", 2)]
     translation, standup = imported(response)
     assert translation.owner == alice.user and standup.owner == alice.user
+    assert translation.title_source == "member"  # kept: no automatic title replaces it
     assert translation.model == "qwen2.5-72b-instruct" and translation.provider is None
     assert translation.system_prompt.startswith("你是一名专业的技术翻译")
     assert translation.params == {"temperature": 0.3, "max_tokens": 2048}
@@ -253,6 +254,14 @@ def test_chatgpt_web_history_imports_each_chat_as_a_conversation(alice, wrapping
     assert report.updated_at == datetime(2023, 4, 15, 10, 56, 30, tzinfo=UTC)
     assert regex.messages.order_by("created_at").first().created_at == datetime(2023, 4, 14, 10, 43, 31, tzinfo=UTC)
     assert "\\d{4}" in regex.current_leaf.content
+
+
+def test_a_chatgpt_web_chat_not_yet_named_is_titled_by_its_first_question(alice):
+    data = read("chatgpt-web-chat-store.json")
+    data["data"]["history"][1]["title"] = "New Chat"
+    _, regex = imported(upload(alice, data))
+    assert regex.title == "Write a regex that matches dates like 2023-04-14."
+    assert regex.title_source == "first_words"
 
 
 # --------------------------------------------------------------------------- ChatGPT

@@ -121,6 +121,9 @@ class ImportedConversation:
     updated_at: datetime
     messages: list[ImportedMessage]  # parents before their children
     current_leaf_id: uuid.UUID | None
+    # The file's title is kept as the member's own (no automatic title replaces it); a title made
+    # here from the first question is the automatic kind; none is none.
+    title_source: str = ""
 
 
 @dataclass
@@ -374,6 +377,10 @@ def _conversations(items: list) -> list:
     return items
 
 
+def _given(title: str) -> str:
+    return Conversation.TitleSource.MEMBER if title else Conversation.TitleSource.NONE
+
+
 def _fold_title(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= 80 else line[:79].rstrip() + "…"
@@ -485,8 +492,9 @@ def _our_conversation(place: _Place, item, total: list[int]) -> ImportedConversa
     if current is not None and not isinstance(current, str):
         place.wrong("current_leaf_id", _("a string or null"))
     messages, leaf = _tree(place, nodes, current, "current_leaf_id", created)
+    title = place.text(item, "title")[:TITLE_CHARS]
     return ImportedConversation(
-        title=place.text(item, "title")[:TITLE_CHARS],
+        title=title, title_source=_given(title),
         model=place.text(item, "model", limit=NAME_CHARS) or settings.DEFAULT_MODEL,
         system_prompt=place.text(item, "system_prompt", limit=settings.MAX_MESSAGE_CHARS),
         params=params, created_at=created, updated_at=place.iso_time(item, "updated_at") or created,
@@ -593,8 +601,9 @@ def _chatgpt_conversation(place: _Place, item, total: list[int]) -> ImportedConv
     if not model:
         models = [m.model for m in messages if m.model]
         model = models[-1] if models else settings.DEFAULT_MODEL
+    title = place.text(item, "title")[:TITLE_CHARS]
     return ImportedConversation(
-        title=place.text(item, "title")[:TITLE_CHARS], model=model, system_prompt="", params={},
+        title=title, title_source=_given(title), model=model, system_prompt="", params={},
         created_at=created, updated_at=place.epoch(item, "update_time") or created,
         messages=messages, current_leaf_id=leaf,
     )
@@ -737,11 +746,13 @@ def _chatgpt_web_conversation(place: _Place, chat: dict, titles: dict, total: li
     created = next((n.created_at for n in nodes if n.created_at), None) or timezone.now()
     messages, leaf = _tree(place, nodes, None, "", created)
     title = place.storable("title", titles.get(key) or "")[:TITLE_CHARS]
+    source = _given(title)
     if not title or title in ("New Chat", "新建聊天"):  # chatgpt-web's name for a chat not yet named
         first = next((m.content for m in messages if m.role == "user"), "")
-        title = _fold_title(first) if first else title
+        if first:
+            title, source = _fold_title(first), Conversation.TitleSource.FIRST_WORDS
     return ImportedConversation(
-        title=title, model=settings.DEFAULT_MODEL, system_prompt="", params={}, created_at=created,
+        title=title, title_source=source, model=settings.DEFAULT_MODEL, system_prompt="", params={}, created_at=created,
         updated_at=max((m.created_at for m in messages), default=created), messages=messages, current_leaf_id=leaf,
     )
 
@@ -778,7 +789,8 @@ def write(member, imported: Imported) -> list[tuple[Conversation, int]]:
     conversations, messages, written = [], [], []
     for found in imported.conversations:
         conversation = Conversation(
-            id=uuid.uuid4(), owner=member, title=found.title, model=found.model, provider=None,
+            id=uuid.uuid4(), owner=member, title=found.title, title_source=found.title_source,
+            model=found.model, provider=None,
             system_prompt=found.system_prompt, params=found.params, current_leaf_id=found.current_leaf_id,
             created_at=found.created_at, updated_at=found.updated_at,
         )
