@@ -1,13 +1,16 @@
-"""The data: members, their conversations and messages, and what replies cost.
+"""The data: members, their conversations and messages, what replies cost,
+invite links, and the audit log of staff reading.
 
 One module per kind of row; everything is importable from here.
 """
 
+from conversations.models.audit import AuditEntry, ImmutableAuditEntry
 from conversations.models.conversation import Conversation, ConversationQuerySet, Message, lease_deadline
+from conversations.models.invite import Invite
 from conversations.models.member import Member, MemberQuerySet, members_changed
 from conversations.models.usage import Usage
 
 __all__ = [
-    "Conversation", "ConversationQuerySet", "Member", "MemberQuerySet", "Message", "Usage",
-    "lease_deadline", "members_changed",
+    "AuditEntry", "Conversation", "ConversationQuerySet", "ImmutableAuditEntry", "Invite", "Member",
+    "MemberQuerySet", "Message", "Usage", "lease_deadline", "members_changed",
 ]
