@@ -16,6 +16,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
     list_filter = ("action", "at", "actor_name")
     search_fields = ("actor_name", "owner_name")
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # the log only grows: no count per filter choice
     list_per_page = 100
     fields = ("at", "actor_name", "actor_id", "action", "owner_name", "owner_id", "conversation_id", "detail")
 

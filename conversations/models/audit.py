@@ -42,17 +42,17 @@ class AuditEntry(models.Model):
         MEMBER_EXPORT = "member_export", _("exported the member's data")
         PURGE = "purge", _("deleted past the retention period")
 
-    at = models.DateTimeField(default=timezone.now, editable=False)
+    at = models.DateTimeField(_("when"), default=timezone.now, editable=False)
     # The staff member (or, with no id, the operator command) that acted.
-    actor_id = models.BigIntegerField(null=True, blank=True, editable=False)
-    actor_name = models.CharField(max_length=150, editable=False)
+    actor_id = models.BigIntegerField(_("staff member's id"), null=True, blank=True, editable=False)
+    actor_name = models.CharField(_("staff member"), max_length=150, editable=False)
     # The member whose data was read (none for a purge across members).
-    owner_id = models.BigIntegerField(null=True, blank=True, editable=False)
-    owner_name = models.CharField(max_length=150, blank=True, editable=False)
-    conversation_id = models.UUIDField(null=True, blank=True, editable=False)
-    action = models.CharField(max_length=32, choices=Action.choices, editable=False)
+    owner_id = models.BigIntegerField(_("member's id"), null=True, blank=True, editable=False)
+    owner_name = models.CharField(_("member"), max_length=150, blank=True, editable=False)
+    conversation_id = models.UUIDField(_("conversation"), null=True, blank=True, editable=False)
+    action = models.CharField(_("action"), max_length=32, choices=Action.choices, editable=False)
     # What else the action needs said: the transcript page read, how many conversations a purge took.
-    detail = models.JSONField(default=dict, blank=True, editable=False)
+    detail = models.JSONField(_("detail"), default=dict, blank=True, editable=False)
 
     objects = AuditQuerySet.as_manager()
 
