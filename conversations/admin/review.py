@@ -80,12 +80,16 @@ def content_search(queryset, terms: list[str]):
     """Conversations whose title or any message contains every term (case-insensitively).
 
     Each term is Django's `icontains` (UPPER(col) LIKE UPPER('%term%')), which the
-    trigram indexes on UPPER(title) and UPPER(content) serve (migration 0003). The
-    messages are a subquery, not a join: no row per message, no DISTINCT.
+    trigram indexes on UPPER(title) and UPPER(content) serve (migration 0003). The ids
+    matching a term are one subquery, the titles' UNION ALL the messages', which
+    Postgres joins as a semi-join: no row per message, no DISTINCT, and never the
+    plan an OR of the two invites, which re-scans the messages for each conversation
+    once a common term's matches outgrow work_mem (docs/benchmarks.md, "Staff search").
     """
     for term in terms:
-        in_messages = Message.objects.filter(content__icontains=term).values("conversation_id")
-        queryset = queryset.filter(Q(title__icontains=term) | Q(pk__in=in_messages))
+        titles = Conversation.objects.filter(title__icontains=term).order_by().values("pk")
+        texts = Message.objects.filter(content__icontains=term).order_by().values("conversation_id")
+        queryset = queryset.filter(pk__in=titles.union(texts, all=True))
     return queryset
 
 
