@@ -24,6 +24,7 @@ COPY --chown=app:app templates ./templates
 COPY --chown=app:app static ./static
 COPY --chown=app:app docker ./docker
 
+RUN mkdir /app/media && chown app:app /app/media
 USER app
 
 # Settings refuse to start without SECRET_KEY, so collectstatic gets a throwaway one

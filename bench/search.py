@@ -7,7 +7,7 @@ client against that database, and captures the queries the page runs. Each query
 searches (the page's rows and its count) is timed with EXPLAIN ANALYZE with the trigram
 indexes and, in a transaction rolled back afterwards, without them. The seed is kept between
 runs (`--reseed` makes it again) and built with the indexes dropped, then recreated, which
-also measures what migration 0003 costs on a table of that size.
+also measures what migration 0007_review_audit_search costs on a table of that size.
 
 Postgres must run (`BENCH_PG_URL`, default postgres://postgres@127.0.0.1:5432/postgres).
 `seed_statements` is shared with tests/test_admin_search.py (100,000 messages).
@@ -68,19 +68,19 @@ def seed_statements(owner_id: int, conversations: int, messages: int, needle_eve
             SELECT k, (SELECT string_agg(w[1 + abs(hashint4(k * 131 + j)) %% array_length(w, 1)], ' ')
                        FROM seed_words, generate_series(1, 12) AS j) AS s
             FROM generate_series(0, 1999) AS k""", []),
-        ("""INSERT INTO conversations_conversation (id, owner_id, title, model, system_prompt, params,
-                                                   created_at, updated_at)
-            SELECT md5('c' || i)::uuid, %s, left(t.s, 48), 'fake-model', '', '{}',
+        ("""INSERT INTO conversations_conversation (id, owner_id, title, title_source, model, system_prompt,
+                                                   params, created_at, updated_at)
+            SELECT md5('c' || i)::uuid, %s, left(t.s, 48), 'first_words', 'fake-model', '', '{}',
                    now() - i * interval '1 minute', now() - i * interval '1 minute'
             FROM generate_series(1, %s) AS i JOIN seed_sentences t ON t.k = (i * 17) %% 2000""",
          [owner_id, conversations]),
-        ("""INSERT INTO conversations_message (id, conversation_id, role, content, status, model,
+        ("""INSERT INTO conversations_message (id, conversation_id, role, content, reasoning, status, model,
                                               finish_reason, error_code, created_at, updated_at)
             SELECT md5('m' || i)::uuid, md5('c' || (abs(hashint4(i)) %% %s + 1))::uuid,
                    CASE WHEN i %% 2 = 0 THEN 'user' ELSE 'assistant' END,
                    CASE WHEN i %% 2 = 0 THEN a.s ELSE a.s || '. ' || b.s || '. ' || c.s END
                        || CASE WHEN i %% %s = 0 THEN ' the ' || %s || ' budget' ELSE '' END,
-                   'complete', '', '', '', now() - (%s - i) * interval '1 second',
+                   '', 'complete', '', '', '', now() - (%s - i) * interval '1 second',
                    now() - (%s - i) * interval '1 second'
             FROM generate_series(1, %s) AS i
             JOIN seed_sentences a ON a.k = i %% 2000
@@ -127,7 +127,7 @@ def seed(conversations: int, messages: int, needle_every: int) -> dict:
         cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY(%s)",
                        [list(TRIGRAM_INDEXES)])
         definitions = dict(cursor.fetchall())
-        assert set(definitions) == set(TRIGRAM_INDEXES), f"migration 0003 is not applied: {definitions}"
+        assert set(definitions) == set(TRIGRAM_INDEXES), f"migration 0007_review_audit_search is not applied: {definitions}"
         cursor.execute("TRUNCATE conversations_usage, conversations_message, conversations_conversation")
         for name in TRIGRAM_INDEXES:
             cursor.execute(f"DROP INDEX {name}")

@@ -285,6 +285,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve static files from the app folders too, so a checkout runs without collectstatic
 # (the Docker image still collects and compresses them at build time).
 WHITENOISE_USE_FINDERS = True
+# Images members attach (chat/images.py): stored here, read only through the app (owner-only).
+MEDIA_ROOT = Path(env("MEDIA_ROOT") or BASE_DIR / "media")
+MAX_IMAGE_BYTES = envint("MAX_IMAGE_BYTES", 10 * 1024 * 1024, minimum=1024)
+MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", 25_000_000, minimum=10_000)
+MAX_IMAGE_SIDE = envint("MAX_IMAGE_SIDE", 2048, minimum=64)  # larger ones are scaled down (models see 2048 at most)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -327,6 +332,22 @@ CONTENT_SECURITY_POLICY = {
 OPENAI_BASE_URL = envurl("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_API_KEY = env("OPENAI_API_KEY")
 DEFAULT_MODEL = env("DEFAULT_MODEL", "gpt-4o-mini")
+# After a conversation's first reply, ask its model for a short title (chat/titles.py).
+MODEL_TITLES = envbool("MODEL_TITLES", True)
+# Keys that encrypt providers' API keys at rest (cryptography's Fernet keys, comma-separated;
+# the first encrypts, all decrypt: docs/operations.md says how to rotate). Unset: one derived
+# from SECRET_KEY. Make one with:
+#   python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'
+PROVIDER_KEY_SECRETS = envlist("PROVIDER_KEY_SECRETS")
+for _key in PROVIDER_KEY_SECRETS:
+    try:
+        from cryptography.fernet import Fernet
+
+        Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured("PROVIDER_KEY_SECRETS entries must be Fernet keys (32 url-safe base64 bytes)") from None
+# How long the list of models a provider offers is kept before it is asked again.
+MODEL_LIST_CACHE_SECONDS = envint("MODEL_LIST_CACHE_SECONDS", 300, minimum=1)
 UPSTREAM_CONNECT_TIMEOUT = envfloat("UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.1)
 # Longest wait for the first token or between two chunks before the reply fails.
 UPSTREAM_READ_TIMEOUT = envfloat("UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)

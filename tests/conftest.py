@@ -26,7 +26,7 @@ from django.test import Client
 from websockets.asyncio.client import connect as websocket_connect
 
 from chatsite.asgi import application
-from conversations.chat import broadcast, generation
+from conversations.chat import broadcast, generation, titles
 from conversations.chat import service as chat
 from conversations.models import Conversation
 from tests.fake_upstream import FakeUpstream
@@ -247,6 +247,9 @@ async def drain_replies(timeout: float = 20) -> None:
         for task in pending:
             task.cancel()
         assert not pending, "a reply was still running at the end of the test"
+    naming = titles.pending()  # a first reply's title request, started as the reply ended
+    if naming:
+        await asyncio.wait(naming, timeout=timeout)
 
 
 def free_port() -> int:

@@ -16,7 +16,11 @@ JSON object, anywhere in the text::
     fake:{"text": "Hello  world!\\n", "cut_after": 1}
 
 Keys (all optional): ``tokens`` (default 12), ``text``, ``delay``,
-``first_delay``, ``status``, ``error_code``, ``retry_after``, ``fail_times``,
+``first_delay``, ``status``, ``error_code``, ``retry_after``, ``fail_times``, ``reject_stream_options``
+(answer 400 to a request that has ``stream_options``, as some servers do), ``raw``
+(``{"status", "content_type", "body"}``: answer with these bytes as they are, e.g. a real server's),
+``reasoning`` (text streamed as ``reasoning_content`` deltas before the answer; ``reasoning_key``
+names another field, e.g. ``reasoning``). A request with ``logprobs`` gets made-up logprobs per token.
 ``cut_after``, ``error_after``, ``stall_after``, ``stall`` (default 3600),
 ``malformed_after``, ``no_done``, ``no_stream``, ``finish_reason`` (default
 "stop"), ``drop_usage``, ``redirect`` (a ``Location`` to answer with, status
@@ -167,12 +171,15 @@ class FakeUpstream:
         api_key: str | None = None,
         default_script: dict[str, Any] | None = None,
         model: str = "fake-model",
+        models: list[str] | None = None,
     ) -> None:
+        """`models`: what GET /v1/models lists (default: `model` alone)."""
         self.host = host
         self.port = port
         self.api_key = api_key
         self.default_script: dict[str, Any] = dict(default_script or {})
         self.model = model
+        self.models = list(models or [model])
         self.requests: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._fail_counts: dict[str, int] = {}
@@ -433,7 +440,8 @@ class FakeUpstream:
         if method == "GET" and path == "/v1/models":
             if not self._authorized(req["headers"]):
                 return await self._send_unauthorized(writer, keep)
-            models = {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}
+            models = {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+                                                  for name in self.models]}
             return await self._send_json(writer, 200, models, keep)
         if method == "GET" and path == "/_fake/requests":
             with self._cond:
@@ -536,6 +544,20 @@ class FakeUpstream:
                 if fail_times is None or seen < fail_times:
                     return await self._send_status(writer, status, script, keep, rec)
 
+            if isinstance(script.get("raw"), dict):  # bytes exactly as a real server sent them (tests/data/seeds)
+                raw = script["raw"]
+                payload = str(raw.get("body", "")).encode()
+                head = self._head(int(raw.get("status", 200)), [
+                    ("Content-Type", str(raw.get("content_type", "text/event-stream"))),
+                    ("Content-Length", str(len(payload))), ("Connection", "close")])
+                rec["streamed_text"] = ""
+                await self._write(writer, head + payload, rec)
+                return False
+
+            if script.get("reject_stream_options") and "stream_options" in body:
+                message = "Unrecognized request argument supplied: stream_options"
+                return await self._send_json(writer, 400, _error_body(message, "invalid_request_error"), keep, rec=rec)
+
             model = body.get("model") or self.model
             model = model if isinstance(model, str) else str(model)
             stream_options = body.get("stream_options")
@@ -623,6 +645,18 @@ class FakeUpstream:
         frames = [
             _frame(head_part + json.dumps(piece, ensure_ascii=False).encode() + tail_part) for piece in pieces
         ]
+        if body.get("logprobs"):  # each token with a made-up probability and its alternatives
+            top = int(body.get("top_logprobs") or 0)
+            frames = [_frame(_sse(dict(base, choices=[{
+                "index": 0, "delta": {"content": piece}, "finish_reason": None,
+                "logprobs": {"content": [{"token": piece, "logprob": -0.1 * (k % 7), "bytes": None,
+                                          "top_logprobs": [{"token": f"{piece}~{j}", "logprob": -1.0 - j}
+                                                           for j in range(top)]}]},
+            }]))) for k, piece in enumerate(pieces)]
+        thinking = split_text(str(script["reasoning"])) if script.get("reasoning") else []
+        reasoning_key = str(script.get("reasoning_key") or "reasoning_content")  # Ollama says "reasoning"
+        thoughts = [_frame(_sse(dict(base, choices=[{"index": 0, "delta": {reasoning_key: piece, "content": None},
+                                                      "finish_reason": None}]))) for piece in thinking]
 
         n = len(frames)
 
@@ -648,6 +682,10 @@ class FakeUpstream:
         )
         role = _sse(dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
         await self._write(writer, head + _frame(role))
+        for thought in thoughts:  # the reasoning comes first, as DeepSeek's and Qwen's do
+            if delay:
+                await asyncio.sleep(delay)
+            await self._write(writer, thought)
 
         for i in range(n + 1):
             if i == malformed_at:

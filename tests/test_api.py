@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 CONTRACT_KEYS = {"id", "title", "model", "system_prompt", "params", "created_at", "updated_at"}
 # The contract's, plus the branch switcher's sibling_ids (docs/protocol.md).
 MESSAGE_KEYS = {"id", "role", "content", "status", "parent_id", "created_at", "sibling_ids"}
-ASSISTANT_KEYS = MESSAGE_KEYS | {"model", "finish_reason", "usage"}
+ASSISTANT_KEYS = MESSAGE_KEYS | {"model", "finish_reason", "usage", "context"}  # context: where it began
 
 
 def post(client: Client, url: str, data, **extra):
@@ -170,7 +170,7 @@ def test_a_conversation_created_without_a_model_gets_the_default_model(alice, se
 
 @pytest.mark.parametrize(
     "body",
-    [{"params": {"temperature": 5}}, {"params": {"top_p": 2}}, {"params": {"logit_bias": {"1": 2}}},
+    [{"params": {"temperature": 5}}, {"params": {"top_p": 2}}, {"params": {"n": 2}}, {"params": {"logit_bias": {"x": 2}}},
      {"params": {"max_tokens": 0}}, {"params": {"stop": ["a", "b", "c", "d", "e"]}},
      {"params": {"response_format": {"type": "xml"}}}, {"params": {"user": "a\x00b"}},
      {"params": "temperature"}, {"params": '{"temperature": 1}'}, {"params": [1, 2]}, {"params": []},
@@ -495,20 +495,26 @@ def test_the_models_list_comes_from_the_upstream(alice, upstream, settings):
     settings.DEFAULT_MODEL = "fake-model"
     response = alice.client.get("/api/models/")
     assert response.status_code == 200
-    assert response.json() == {"models": ["fake-model"], "default": "fake-model"}
+    assert response.json() == {
+        "models": ["fake-model"], "default": "fake-model",
+        "available": [{"id": "fake-model", "provider": "", "context_length": 8192, "images": True}],
+    }
 
 
-def test_the_models_list_is_502_upstream_unavailable_when_the_upstream_is_down(alice, settings):
+def test_the_models_list_offers_the_default_model_when_the_upstream_is_down(alice, settings):
     settings.OPENAI_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
     response = alice.client.get("/api/models/")
-    error = assert_json_error(response, 502, "upstream_unavailable")
-    assert error["default"] == settings.DEFAULT_MODEL
+    assert response.status_code == 200
+    data = response.json()
+    assert data["models"] == [settings.DEFAULT_MODEL] and data["default"] == settings.DEFAULT_MODEL
+    assert data["unavailable"][0]["code"] == "upstream_unavailable" and data["unavailable"][0]["message"]
 
 
-def test_the_models_list_with_a_refused_key_is_502_and_never_shows_the_key(alice, upstream, settings):
+def test_the_models_list_with_a_refused_key_says_so_and_never_shows_the_key(alice, upstream, settings):
     settings.OPENAI_API_KEY = "sk-wrong-key-for-this-test-0000"
     response = alice.client.get("/api/models/")
-    assert_json_error(response, 502, "upstream_auth")
+    assert response.status_code == 200
+    assert response.json()["unavailable"][0]["code"] == "upstream_auth"
     assert b"sk-wrong" not in response.content
     assert b"wrong-key-for-this-test" not in response.content
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from conversations.chat import replies, snapshots, turns
 from conversations.chat.tokens import estimate
 from conversations.models import Message, Usage
+from conversations.upstream import providers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,8 +36,10 @@ def test_a_reply_that_loses_the_race_in_the_database_is_busy(alice):
     conversation = alice.conversation()
     question = Message.objects.create(conversation=conversation, role="user", content="q")
     Message.objects.create(conversation=conversation, parent=question, role="assistant", status="streaming")
+    choice = providers.resolve(alice.user, conversation.model)
     with pytest.raises(turns.Busy):  # `{}`: the turn saw no streaming reply, as a racing process would not
-        turns._in_turn(alice.user, conversation.id, lambda conv, _messages: turns._start_reply(conv, {}, question))
+        turns._in_turn(alice.user, conversation.id,
+                       lambda conv, _messages: turns._start_reply(conv, {}, question, choice))
     assert conversation.messages.filter(role="assistant").count() == 1
 
 
@@ -162,7 +165,7 @@ def test_a_dead_process_reply_is_swept_by_anyone_with_its_usage_estimated(alice,
     assert replies.sweep_stale() == 1
     usage = Usage.objects.get()
     assert (usage.member_id, usage.estimated, usage.status) == (alice.user.id, True, "interrupted")
-    assert usage.completion_tokens == estimate("这是一个回答") == 6
+    assert usage.completion_tokens == estimate("这是一个回答") == 7  # 6 characters at 1.1 each
     assert usage.prompt_tokens == turn.reply.request["estimated_tokens"] > 0
 
 
@@ -205,13 +208,13 @@ def test_usage_outlives_its_conversation(alice):
 # --------------------------------------------------------------------------- query counts
 
 
-def test_a_send_takes_five_queries_in_one_transaction(alice, django_assert_num_queries):
+def test_a_send_takes_seven_queries_in_one_transaction(alice, django_assert_num_queries):
     conversation = alice.conversation()
     first = turns.ask(alice.user, conversation.id, "first", None, uuid.uuid4())
     replies.finish_reply(first.reply.id, first.reply.run_id, text="answer", status="complete")
-    # BEGIN, lock the conversation, read its messages, insert the question and the reply,
-    # update the conversation, COMMIT.
-    with django_assert_num_queries(7):
+    # BEGIN, lock the conversation, read its messages, the model's provider, the member's limits,
+    # insert the question and the reply, update the conversation, COMMIT.
+    with django_assert_num_queries(9):
         turns.ask(alice.user, conversation.id, "second", None, uuid.uuid4())
 
 

@@ -28,3 +28,6 @@ os.environ.setdefault("UPSTREAM_ALLOWED_HOSTS", "127.0.0.1")
 # Members are made in nearly every test, in this process and the app processes it starts:
 # a fast password hash instead of PBKDF2's million rounds (settings.py; never in production).
 os.environ.setdefault("TEST_FAST_PASSWORD_HASHER", "true")
+# No title requests after first replies (they would be extra upstream requests in every test);
+# tests/test_titles.py turns them on.
+os.environ.setdefault("MODEL_TITLES", "false")

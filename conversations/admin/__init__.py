@@ -1,7 +1,7 @@
 """The Django admin, staff's tool: one module per concern, registered on import.
 
 review.py: conversations, transcripts, exports. people.py: members, invite links.
-audit.py: the audit log of staff reading.
+audit.py: the audit log of staff reading. operations.py: providers, quotas, usage.
 """
 
-from conversations.admin import audit, people, review  # noqa: F401
+from conversations.admin import audit, operations, people, review  # noqa: F401

@@ -80,7 +80,7 @@ def content_search(queryset, terms: list[str]):
     """Conversations whose title or any message contains every term (case-insensitively).
 
     Each term is Django's `icontains` (UPPER(col) LIKE UPPER('%term%')), which the
-    trigram indexes on UPPER(title) and UPPER(content) serve (migration 0003). The ids
+    trigram indexes on UPPER(title) and UPPER(content) serve (migration 0007_review_audit_search). The ids
     matching a term are one subquery, the titles' UNION ALL the messages', which
     Postgres joins as a semi-join: no row per message, no DISTINCT, and never the
     plan an OR of the two invites, which re-scans the messages for each conversation

@@ -82,7 +82,7 @@ class Unavailable(Exception):
 # Events
 
 def frame_event(frame: dict, *, message_id: str | None = None, streaming: bool = False,
-                length: int | None = None) -> dict:
+                length: int | None = None, reasoning_length: int | None = None) -> dict:
     """A pre-encoded frame for the sockets of a conversation.
 
     `message_id` with `streaming` tells sockets a reply starts (offset 0);
@@ -94,15 +94,26 @@ def frame_event(frame: dict, *, message_id: str | None = None, streaming: bool =
     event = {"type": "reply.frame", "frame": encode(frame), "message_id": message_id, "streaming": streaming}
     if length is not None:
         event["length"] = length
+    if reasoning_length:
+        event["reasoning_length"] = reasoning_length
     if frame["type"] == "message":
         event["about"] = frame["message"]["id"]
     return event
 
 
-def delta_event(message_id: str, offset: int, content: str) -> dict:
-    frame = encode({"type": "delta", "message_id": message_id, "offset": offset, "content": content})
-    return {"type": "reply.delta", "message_id": message_id, "offset": offset, "length": len(content),
-            "frame": frame}
+def delta_event(message_id: str, offset: int, content: str, part: str = "content") -> dict:
+    """A piece of a reply's answer (a `delta` frame) or of its reasoning (a `reasoning` frame).
+
+    `stream` names which of the reply's two texts it continues: sockets keep offsets per stream.
+    """
+    kind = "delta" if part == "content" else "reasoning"
+    frame = encode({"type": kind, "message_id": message_id, "offset": offset, "content": content})
+    return {"type": "reply.delta", "message_id": message_id, "stream": stream_key(message_id, part),
+            "offset": offset, "length": len(content), "frame": frame}
+
+
+def stream_key(message_id: str, part: str = "content") -> str:
+    return message_id if part == "content" else f"{message_id}:{part}"
 
 
 def member_event(frame: dict, *, conversation_id=None, closes: bool = False) -> dict:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from conversations.chat import tokens
-from conversations.models import Conversation, Message
+from conversations.chat import images, tokens
+from conversations.models import Attachment, Conversation, Message
 
 
 @dataclass
@@ -66,8 +66,11 @@ def estimate_tokens(message: Message) -> int:
     return tokens.estimate_message(message.content, images)
 
 
-def upstream_message(message: Message) -> dict:
-    return {"role": message.role, "content": message.wire_content}
+def upstream_message(message: Message, attachments: dict | None = None) -> dict:
+    """A message as the model server gets it: the text, or the parts with stored images inline."""
+    if message.content_parts is not None:
+        return {"role": message.role, "content": images.inline(message.content_parts, attachments or {})}
+    return {"role": message.role, "content": message.content}
 
 
 def should_send(message: Message) -> bool:
@@ -75,9 +78,12 @@ def should_send(message: Message) -> bool:
     return message.role != Message.Role.ASSISTANT or bool(message.content)
 
 
-def build_context(conversation: Conversation, path: list[Message], max_tokens: int | None) -> Context:
-    """The messages for a request whose newest message is `path[-1]`."""
-    budget = settings.CONTEXT_TOKEN_BUDGET - (max_tokens or 0)
+def build_context(conversation: Conversation, path: list[Message], max_tokens: int | None,
+                  context_length: int | None = None) -> Context:
+    """The messages for a request whose newest message is `path[-1]`, within the model's context
+    length (or CONTEXT_TOKEN_BUDGET, whichever is smaller) minus what the reply may take."""
+    window = min(context_length, settings.CONTEXT_TOKEN_BUDGET) if context_length else settings.CONTEXT_TOKEN_BUDGET
+    budget = window - (max_tokens or 0)
     system = []
     if conversation.system_prompt:
         system = [{"role": "system", "content": conversation.system_prompt}]
@@ -92,8 +98,10 @@ def build_context(conversation: Conversation, path: list[Message], max_tokens: i
         kept.append(message)
         used += cost
     kept.reverse()
+    ids = [i for m in kept for i in images.attachment_ids(m.content_parts)]
+    owned = {a.id: a for a in Attachment.objects.filter(pk__in=ids, owner_id=conversation.owner_id)} if ids else {}
     return Context(
-        messages=system + [upstream_message(m) for m in kept],
+        messages=system + [upstream_message(m, owned) for m in kept],
         message_ids=[str(m.id) for m in kept],
         estimated_tokens=used + (tokens.estimate_message(conversation.system_prompt) if system else 0),
         dropped=len(candidates) - len(kept),

@@ -17,7 +17,7 @@ from conversations.chat.access import get_conversation
 from conversations.chat.serializers import conversation_dict
 from conversations.models import AuditEntry, Conversation, Message
 
-EDITABLE = ("title", "model", "system_prompt", "params")
+EDITABLE = ("title", "model", "provider", "system_prompt", "params")
 
 
 def announce_changed(conversation: Conversation, kind: str) -> None:
@@ -28,11 +28,15 @@ def announce_changed(conversation: Conversation, kind: str) -> None:
     )
 
 
-def create_conversation(member, *, title: str = "", model: str = "", system_prompt: str = "",
+def create_conversation(member, *, title: str = "", model: str = "", provider=None, system_prompt: str = "",
                         params: dict | None = None) -> Conversation:
+    """A new conversation; without a model, the member's default model, else the team's."""
+    if not model:
+        model, provider = (member.default_model or settings.DEFAULT_MODEL), None
     with transaction.atomic():
         conversation = Conversation.objects.create(
-            owner=member, title=title, model=model or settings.DEFAULT_MODEL,
+            owner=member, title=title, title_source=Conversation.TitleSource.MEMBER if title else "",
+            model=model, provider=provider,
             system_prompt=system_prompt, params=params or {},
         )
         announce_changed(conversation, "conversation_created")
@@ -50,6 +54,9 @@ def update_conversation(member, conversation_id, changes: dict) -> Conversation:
         if changed:
             for name in changed:
                 setattr(conversation, name, changes[name])
+            if "title" in changed:  # the member named it: no automatic title replaces theirs
+                conversation.title_source = Conversation.TitleSource.MEMBER
+                changed.append("title_source")
             conversation.updated_at = timezone.now()
             conversation.save(update_fields=[*changed, "updated_at"])
             announce_changed(conversation, "conversation_updated")

@@ -13,6 +13,9 @@ The codes (docs/protocol.md, "Error codes"): the contract's, plus
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -75,6 +78,23 @@ _BY_REASON = {
     ("too_large", "frame"): gettext_lazy("Frames are limited to %(limit)s bytes."),
     ("too_large", "message"): gettext_lazy("Messages are limited to %(limit)s characters."),
     ("too_large", "parts"): gettext_lazy("A message can have at most %(limit)s parts."),
+    ("usage_limit", "tokens_per_day"): gettext_lazy(
+        "You have used today's %(limit)s tokens, the limit your team set. It resets at %(resets_at)s."),
+    ("usage_limit", "tokens_per_month"): gettext_lazy(
+        "You have used this month's %(limit)s tokens, the limit your team set. It resets at %(resets_at)s."),
+    ("usage_limit", "requests_per_minute"): gettext_lazy(
+        "You have sent %(limit)s requests this minute, the limit your team set; "
+        "try again in %(retry_after)s seconds."),
+    ("invalid", "model_not_allowed"): gettext_lazy(
+        "The model %(model)s is not available to you; pick another in the conversation's settings."),
+    ("invalid", "model_without_images"): gettext_lazy(
+        "The model %(model)s does not take images; pick one that does, or send text only."),
+    ("invalid", "image_type"): gettext_lazy("Images must be PNG, JPEG, WebP or GIF."),
+    ("invalid", "image_missing"): gettext_lazy("Send the image as the form field 'file'."),
+    ("invalid", "image_unreadable"): gettext_lazy("This image cannot be read; it may be damaged."),
+    ("invalid", "image_not_found"): gettext_lazy("That image is not one of yours, or it was deleted."),
+    ("too_large", "image_bytes"): gettext_lazy("Images are limited to %(limit)s bytes."),
+    ("too_large", "image_pixels"): gettext_lazy("Images are limited to %(limit)s pixels."),
     ("rate_limited", "frames"): gettext_lazy(
         "You are sending too fast; wait %(retry_after)s seconds before the next request."),
     ("interrupted", "not_saved"): gettext_lazy(
@@ -87,7 +107,7 @@ _BY_REASON = {
 
 def describe(code: str, detail: dict | None = None) -> str:
     """The words for an error, in the active language, with the upstream's own message after ours."""
-    detail = detail or {}
+    detail = _readable(detail or {})
     template = _BY_REASON.get((code, detail.get("reason"))) or _BY_CODE.get(code) or _BY_CODE["upstream_error"]
     try:
         text = str(template) % detail if "%(" in str(template) else str(template)
@@ -97,6 +117,18 @@ def describe(code: str, detail: dict | None = None) -> str:
     if said:
         text = _("%(ours)s The model server said: %(theirs)s") % {"ours": text, "theirs": said}
     return text
+
+
+def _readable(detail: dict) -> dict:
+    """A reset time as the reader's local time (the site's time zone), not an ISO string."""
+    resets = detail.get("resets_at")
+    if not isinstance(resets, str):
+        return detail
+    try:
+        when = timezone.localtime(datetime.fromisoformat(resets))
+    except ValueError:
+        return detail
+    return {**detail, "resets_at": formats.date_format(when, "DATETIME_FORMAT")}
 
 
 def frame(code: str, detail: dict | None = None, *, message_id: str | None = None, text: str | None = None) -> dict:

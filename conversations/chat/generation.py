@@ -36,7 +36,7 @@ from contextlib import aclosing
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations.chat import broadcast, errors, replies
+from conversations.chat import broadcast, errors, replies, titles
 from conversations.chat.threads import in_thread
 from conversations.chat.turns import Turn
 from conversations.models import Message
@@ -51,12 +51,22 @@ _running: dict[uuid.UUID, tuple[asyncio.Task, Generation]] = {}
 FINAL_WRITE_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 CONTROL_RETRY_MAX_SECONDS = 5.0  # longest wait between attempts to join the control group
 READ_SLICE_SECONDS = 0.002  # longest the reader keeps the event loop to itself
+MAX_LOGPROB_TOKENS = 20_000  # a reply's tokens kept with their probabilities (the rest are dropped)
+
+
+def _joined(parts: list[str]) -> str:
+    if len(parts) > 1:
+        parts[:] = ["".join(parts)]
+    return parts[0] if parts else ""
 
 
 def start(turn: Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
     """Start streaming the turn's reply in the background and return its task."""
     reply = turn.reply
-    generation = Generation(turn.conversation_id, reply.id, reply.run_id, turn.body, endpoint or Endpoint.default())
+    generation = Generation(turn.conversation_id, reply.id, reply.run_id, turn.body,
+                            endpoint or turn.endpoint or Endpoint.default())
+    generation.name_it = turn.name_it
+    generation.owner_id = turn.owner_id
     task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{reply.id}")
     _running[reply.id] = (task, generation)
     task.add_done_callback(lambda _: _running.pop(reply.id, None))
@@ -107,6 +117,12 @@ class Generation:
         self.length = 0
         self.pending: list[str] = []  # received, not yet published
         self.published = 0  # characters announced to sockets
+        # The reasoning ("thinking") some servers stream before the answer: kept and published apart.
+        self.reasoning_parts: list[str] = []
+        self.reasoning_length = 0
+        self.reasoning_pending: list[str] = []
+        self.reasoning_published = 0
+        self.logprobs: list | None = [] if body.get("logprobs") else None
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.wake = asyncio.Event()
@@ -117,6 +133,8 @@ class Generation:
         self.control_channel: str | None = None  # this reply's channel, made once
         self.control: str | None = None  # the same, once it has joined the control group
         self.saved_length = 0  # characters in the row as last flushed
+        self.name_it = False  # the conversation's first reply: ask the model for a title after it
+        self.owner_id: int | None = None
         self.requested_at: float | None = None  # loop time the upstream request began
         self.first_token_at: float | None = None
         self.publishing = _Trouble(f"publishing to the sockets of reply {self.message_id}")
@@ -124,9 +142,10 @@ class Generation:
         self.saving = _Trouble(f"saving the progress of reply {self.message_id}")
 
     def text(self) -> str:
-        if len(self.parts) > 1:
-            self.parts[:] = ["".join(self.parts)]
-        return self.parts[0] if self.parts else ""
+        return _joined(self.parts)
+
+    def reasoning(self) -> str:
+        return _joined(self.reasoning_parts)
 
     async def run(self) -> None:
         # Join the control group before reading, so an early stop is heard; if the
@@ -149,6 +168,11 @@ class Generation:
                 await self._finish()
             finally:
                 await self._end_listener(listener)
+            if self.name_it and self.reader.done() and not self.reader.cancelled() \
+                    and self.reader.exception() is None and self.text():
+                question = next((m["content"] for m in reversed(self.body["messages"]) if m["role"] == "user"), "")
+                titles.start(self.conversation_id, self.owner_id, self.body["model"], self.endpoint,
+                             question if isinstance(question, str) else "", self.text())
 
     async def _join_control(self) -> bool:
         """One attempt to join the control group (stop and sync requests)."""
@@ -221,14 +245,19 @@ class Generation:
                         raise UpstreamError("too_large", "reply", limit=limit)
                     self._append(content)
                     if self.length == len(content):
-                        self.first_token_at = loop.time()
+                        if self.first_token_at is None:
+                            self.first_token_at = loop.time()
                         # A fast upstream hands over many chunks without waiting:
                         # let the publisher send the first one now (time to first token).
                         await asyncio.sleep(0)
+                if chunk.reasoning:
+                    self._append_reasoning(chunk.reasoning)
                 if chunk.finish_reason:
                     self.finish_reason = chunk.finish_reason
                 if chunk.usage:
                     self.usage = chunk.usage
+                if chunk.logprobs and self.logprobs is not None and len(self.logprobs) < MAX_LOGPROB_TOKENS:
+                    self.logprobs.extend(chunk.logprobs[: MAX_LOGPROB_TOKENS - len(self.logprobs)])
 
     def _append(self, content: str) -> None:
         if content:
@@ -236,6 +265,16 @@ class Generation:
             self.pending.append(content)
             self.length += len(content)
             self.wake.set()
+
+    def _append_reasoning(self, content: str) -> None:
+        if self.reasoning_length + len(content) > settings.MAX_REPLY_CHARS:
+            return  # a runaway chain of thought is cut, silently: the answer is what counts
+        if self.reasoning_length == 0 and self.requested_at is not None and self.first_token_at is None:
+            self.first_token_at = asyncio.get_running_loop().time()
+        self.reasoning_parts.append(content)
+        self.reasoning_pending.append(content)
+        self.reasoning_length += len(content)
+        self.wake.set()
 
     async def _publish_loop(self) -> None:
         """Publish pending text at once, then at most once per window."""
@@ -249,6 +288,11 @@ class Generation:
         await self._publish_pending()  # what arrived during the last send
 
     async def _publish_pending(self) -> None:
+        if self.reasoning_pending:
+            content = "".join(self.reasoning_pending)
+            self.reasoning_pending.clear()
+            offset, self.reasoning_published = self.reasoning_published, self.reasoning_published + len(content)
+            await self._publish(broadcast.delta_event(self.message_id, offset, content, part="reasoning"))
         if not self.pending:
             return
         content = "".join(self.pending)
@@ -257,8 +301,11 @@ class Generation:
         # Count it as published before sending, so a sync answered meanwhile
         # covers it; the socket trims the overlap by offset.
         self.published += len(content)
+        await self._publish(broadcast.delta_event(self.message_id, offset, content))
+
+    async def _publish(self, event: dict) -> None:
         try:
-            await broadcast.publish(self.conversation_id, broadcast.delta_event(self.message_id, offset, content))
+            await broadcast.publish(self.conversation_id, event)
         except Exception as error:
             # Sockets that missed it see a gap in offsets and resync; the text is safe here.
             self.publishing.failed(error, "the reply goes on and is saved; sockets catch up when it works again")
@@ -277,13 +324,14 @@ class Generation:
             except TimeoutError:
                 pass
             since_write += interval
-            if self.length == self.saved_length and since_write < heartbeat:
+            if self.length + self.reasoning_length == self.saved_length and since_write < heartbeat:
                 continue
-            length = self.length
+            length = self.length + self.reasoning_length
             try:
                 # A connection the database dropped is closed after the failed call and
                 # a fresh one opened for the next (database_sync_to_async's close_old_connections).
-                still_ours = await in_thread(replies.save_progress)(self.reply_id, self.run_id, self.text())
+                still_ours = await in_thread(replies.save_progress)(
+                    self.reply_id, self.run_id, self.text(), self.reasoning())
             except Exception as error:
                 self.saving.failed(error, "the text stays in memory and the next flush retries")
                 continue
@@ -318,7 +366,8 @@ class Generation:
                 try:
                     await self.layer.send(
                         message["reply_channel"],
-                        {"type": "reply.sync", "message_id": self.message_id, "text": self.text()[: self.published]},
+                        {"type": "reply.sync", "message_id": self.message_id, "text": self.text()[: self.published],
+                         "reasoning": self.reasoning()[: self.reasoning_published]},
                     )
                 except broadcast.LAYER_ERRORS as error:
                     # The socket asks again if no answer comes (realtime/delivery.py).
@@ -358,7 +407,8 @@ class Generation:
         for attempt in range(attempts):
             try:
                 await broadcast.act(replies.finish_reply, self.reply_id, self.run_id, text=text,
-                                    usage=self.usage, **outcome, **timings)
+                                    reasoning=self.reasoning(), logprobs=self.logprobs, usage=self.usage,
+                                    **outcome, **timings)
                 self.publishing.worked()
                 return
             except broadcast.Unavailable as unsent:

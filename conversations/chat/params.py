@@ -6,8 +6,10 @@ from numbers import Real
 
 PARAM_NAMES = (
     "temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty",
-    "stop", "seed", "response_format", "user",
+    "stop", "seed", "response_format", "user", "logit_bias", "logprobs", "top_logprobs", "n",
 )
+MAX_LOGIT_BIAS_ENTRIES = 300  # OpenAI's own limit
+MAX_TOKEN_ID = 10_000_000  # above every tokenizer's vocabulary
 RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
 
 
@@ -55,9 +57,38 @@ def clean_params(params) -> dict:
         elif name == "response_format":
             cleaned[name] = _response_format(value)
         elif name == "user":
+            # Accepted for the contract; what goes upstream is the server's opaque id of the member.
             if not isinstance(value, str) or len(value) > 256:
                 raise ParamsError("user must be a string of at most 256 characters")
             cleaned[name] = value
+        elif name == "logit_bias":
+            cleaned[name] = _logit_bias(value)
+        elif name == "logprobs":
+            if not isinstance(value, bool):
+                raise ParamsError("logprobs must be true or false")
+            cleaned[name] = value
+        elif name == "top_logprobs":
+            cleaned[name] = _integer(name, value, 0, 5)
+        elif name == "n":
+            if isinstance(value, bool) or value != 1:
+                # Each reply is one message, one branch: n > 1 would stream several answers
+                # into one, or be billed for answers nobody sees. Regenerate makes siblings.
+                raise ParamsError("n must be 1: regenerate a reply to get another answer")
+            cleaned[name] = 1
+    if cleaned.get("top_logprobs") and not cleaned.get("logprobs"):
+        raise ParamsError("top_logprobs needs logprobs: true")
+    return cleaned
+
+
+def _logit_bias(value) -> dict:
+    """Token ids (as strings, the JSON way) to a bias from -100 to 100."""
+    if not isinstance(value, dict) or len(value) > MAX_LOGIT_BIAS_ENTRIES:
+        raise ParamsError(f"logit_bias must be an object of at most {MAX_LOGIT_BIAS_ENTRIES} token ids")
+    cleaned = {}
+    for token, bias in value.items():
+        if not (isinstance(token, str) and token.isascii() and token.isdigit() and int(token) <= MAX_TOKEN_ID):
+            raise ParamsError("logit_bias keys must be token ids (whole numbers, as strings)")
+        cleaned[str(int(token))] = _number(f"logit_bias[{token}]", bias, -100, 100)
     return cleaned
 
 

@@ -29,11 +29,11 @@ from conversations.chat.serializers import message_dict
 from conversations.models import Conversation, Message, Usage, lease_deadline
 
 
-def save_progress(reply_id: uuid.UUID, run_id: uuid.UUID, text: str) -> bool:
+def save_progress(reply_id: uuid.UUID, run_id: uuid.UUID, text: str, reasoning: str = "") -> bool:
     """Flush a streaming reply's text and renew its lease; False if it is no longer this run's."""
     return bool(
         Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING, run_id=run_id).update(
-            content=text, lease_expires_at=lease_deadline(), updated_at=timezone.now()
+            content=text, reasoning=reasoning, lease_expires_at=lease_deadline(), updated_at=timezone.now()
         )
     )
 
@@ -53,7 +53,8 @@ def usage_counts(reported: dict | None, request: dict | None, text: str) -> dict
 
 def finish_reply(reply_id: uuid.UUID, run_id: uuid.UUID, *, text: str, status: str, finish_reason: str = "",
                  usage: dict | None = None, error_code: str = "", error_detail: dict | None = None,
-                 ttft_ms: int | None = None, duration_ms: int | None = None) -> bool:
+                 ttft_ms: int | None = None, duration_ms: int | None = None, reasoning: str = "",
+                 logprobs: list | None = None) -> bool:
     """Write a reply's end, record its usage and announce it; False if it is not this run's any more
     (the conversation was deleted, or a sweep marked it interrupted)."""
     with transaction.atomic():
@@ -61,7 +62,8 @@ def finish_reply(reply_id: uuid.UUID, run_id: uuid.UUID, *, text: str, status: s
                  .filter(pk=reply_id, status=Message.Status.STREAMING, run_id=run_id).first())
         if reply is None:
             return False
-        counts = usage_counts(usage, reply.request, text)
+        counts = usage_counts(usage, reply.request, text + reasoning)
+        reply.reasoning, reply.logprobs = reasoning, logprobs
         _end(reply, text=text, status=status, finish_reason=finish_reason or "", usage=counts,
              error_code=error_code, error_detail=error_detail, ttft_ms=ttft_ms, duration_ms=duration_ms)
         if status == Message.Status.ERROR or error_code:
@@ -73,7 +75,7 @@ def finish_reply(reply_id: uuid.UUID, run_id: uuid.UUID, *, text: str, status: s
                      "finish_reason": finish_reason or None, "usage": counts}
         broadcast.announce(
             broadcast.conversation_group(reply.conversation_id),
-            broadcast.frame_event(frame, message_id=str(reply.id), length=len(text)),
+            broadcast.frame_event(frame, message_id=str(reply.id), length=len(text), reasoning_length=len(reasoning)),
         )
     return True
 
@@ -84,8 +86,8 @@ def _end(reply: Message, *, text: str, status: str, finish_reason: str, usage: d
     reply.content, reply.status, reply.finish_reason, reply.usage = text, status, finish_reason, usage
     reply.error_code, reply.error_detail = error_code, error_detail
     reply.lease_expires_at, reply.run_id, reply.updated_at = None, None, now
-    reply.save(update_fields=["content", "status", "finish_reason", "usage", "error_code", "error_detail",
-                              "lease_expires_at", "run_id", "updated_at"])
+    reply.save(update_fields=["content", "reasoning", "logprobs", "status", "finish_reason", "usage", "error_code",
+                              "error_detail", "lease_expires_at", "run_id", "updated_at"])
     Usage.objects.create(
         member_id=reply.conversation.owner_id, reply=reply, conversation_id=reply.conversation_id,
         model=reply.model, provider=(reply.request or {}).get("provider", ""),
@@ -107,11 +109,12 @@ def sweep(conversation: Conversation, candidates: list[uuid.UUID] | None = None)
     for reply in stale:
         reply.conversation = conversation
         _end(reply, text=reply.content, status=Message.Status.INTERRUPTED, finish_reason="",
-             usage=usage_counts(None, reply.request, reply.content), error_code="interrupted",
+             usage=usage_counts(None, reply.request, reply.content + reply.reasoning), error_code="interrupted",
              error_detail={"reason": "process_died"}, ttft_ms=None, duration_ms=None)
         broadcast.announce(broadcast.conversation_group(conversation.id),
                            broadcast.frame_event({"type": "message", "message": message_dict(reply)},
-                                                 message_id=str(reply.id), length=len(reply.content)))
+                                                 message_id=str(reply.id), length=len(reply.content),
+                                                 reasoning_length=len(reply.reasoning)))
         swept.append(reply)
     return swept
 

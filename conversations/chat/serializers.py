@@ -20,6 +20,15 @@ def message_dict(message: Message, siblings: list[str] | None = None) -> dict:
         data["model"] = message.model
         data["finish_reason"] = message.finish_reason or None
         data["usage"] = message.usage
+        if message.reasoning:
+            data["reasoning"] = message.reasoning
+        if message.logprobs:
+            data["logprobs"] = message.logprobs
+        if message.request:
+            # Where the model's context began: a page marks the cut before this message.
+            sent = message.request.get("message_ids") or []
+            data["context"] = {"first_message_id": sent[0] if sent else None,
+                               "dropped": message.request.get("dropped_messages", 0)}
     if siblings is not None:
         data["sibling_ids"] = siblings
     if message.error_code:

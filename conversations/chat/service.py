@@ -18,14 +18,15 @@ import uuid
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from conversations.chat import broadcast, generation, snapshots, turns
+from conversations.chat import broadcast, generation, images, snapshots, turns
 from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.broadcast import Unavailable
+from conversations.chat.quotas import UsageLimit
 from conversations.chat.threads import in_thread
 from conversations.chat.turns import Busy, Invalid
 from conversations.upstream import netguard
 
-__all__ = ["Busy", "Invalid", "NotFound", "Unavailable"]  # what the edges catch
+__all__ = ["Busy", "Invalid", "NotFound", "Unavailable", "UsageLimit"]  # what the edges catch
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ async def _turn(action, *args) -> turns.Turn:
 
 def _report_unheard(task: asyncio.Task) -> None:
     error = None if task.cancelled() else task.exception()
-    if error is not None and not isinstance(error, Busy | Invalid | NotFound | Unavailable):
+    if error is not None and not isinstance(error, Busy | Invalid | NotFound | Unavailable | UsageLimit):
         log.error("a turn whose socket had gone failed", exc_info=error)
 
 
@@ -73,7 +74,7 @@ async def _carry_out(action, *args) -> turns.Turn:
 
 async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> turns.Turn:
     """Store the member's message and start a reply (a resent client_id does nothing)."""
-    await _check_image_hosts(parts)
+    parts = await _prepare_images(user, parts)
     return await _turn(turns.ask, user, conversation_id, text, parts, client_id)
 
 
@@ -84,8 +85,20 @@ async def regenerate(user, conversation_id, message_id: uuid.UUID | None,
 
 async def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | None,
                client_id: uuid.UUID | None) -> turns.Turn:
-    await _check_image_hosts(parts)
+    parts = await _prepare_images(user, parts)
     return await _turn(turns.edit, user, conversation_id, message_id, text, parts, client_id)
+
+
+async def _prepare_images(user, parts: list | None) -> list | None:
+    """Image URLs checked (SSRF); `data:` images checked, re-encoded and stored (a worker thread)."""
+    await _check_image_hosts(parts)
+    if not any(part.get("type") == "image_url" and part["image_url"]["url"].startswith("data:")
+               for part in parts or ()):
+        return parts
+    try:
+        return await in_thread(images.store_data_urls)(user, parts)
+    except images.ImageRefused as refused:
+        raise Invalid(detail=refused.detail, code=refused.code) from None
 
 
 async def _check_image_hosts(parts: list | None) -> None:
@@ -148,6 +161,6 @@ async def check_access(user, conversation_id) -> None:
     await in_thread(get_conversation)(user, conversation_id)
 
 
-async def message_text(user, message_id) -> str:
-    """The stored text of one of the member's messages ('' if not theirs)."""
+async def message_text(user, message_id) -> tuple[str, str]:
+    """The stored answer and reasoning of one of the member's messages (empty if not theirs)."""
     return await in_thread(snapshots.message_text)(user, message_id)

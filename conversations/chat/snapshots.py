@@ -53,11 +53,11 @@ def snapshot(user, conversation_id) -> dict:
     }
 
 
-def message_text(user, message_id) -> str:
-    """The stored text of one of the member's messages ('' if not theirs)."""
-    return (
+def message_text(user, message_id) -> tuple[str, str]:
+    """The stored answer and reasoning of one of the member's messages (empty if not theirs)."""
+    found = (
         Message.objects.filter(pk=message_id, conversation__in=Conversation.objects.owned_by(user))
-        .values_list("content", flat=True)
+        .values_list("content", "reasoning")
         .first()
-        or ""
     )
+    return found or ("", "")

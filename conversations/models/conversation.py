@@ -30,8 +30,18 @@ class Conversation(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
+    class TitleSource(models.TextChoices):
+        NONE = ""
+        FIRST_WORDS = "first_words"  # the first question's start, until the model names it
+        MODEL = "model"  # written by the model after the first reply
+        MEMBER = "member"  # the member's own: never overwritten
+
     title = models.CharField(max_length=200, blank=True)
+    title_source = models.CharField(max_length=16, blank=True, choices=TitleSource.choices)
     model = models.CharField(max_length=200)
+    # Where `model` is served: a provider staff added, or null for the default (OPENAI_BASE_URL).
+    provider = models.ForeignKey("conversations.Provider", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
     system_prompt = models.TextField(blank=True)
     params = models.JSONField(default=dict, blank=True)
     current_leaf = models.ForeignKey(
@@ -87,6 +97,10 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     # The OpenAI content parts (text and image_url) when the member sent a list.
     content_parts = models.JSONField(null=True, blank=True)
+    # A reply's reasoning ("thinking"), streamed apart from its answer; never sent upstream again.
+    reasoning = models.TextField(blank=True)
+    # The tokens of a reply with their probabilities, when logprobs were asked for.
+    logprobs = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     model = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=64, blank=True)

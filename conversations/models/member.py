@@ -7,6 +7,9 @@ settings (language, theme, default model) and quotas hang off it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models, transaction
@@ -20,6 +23,13 @@ members_changed = Signal()
 
 # Fields whose change must reach a member's open sockets at once.
 SIGN_IN_FIELDS = frozenset({"is_active", "password"})
+
+
+def opaque_member_id(member_id) -> str:
+    """What the model server is told as `user`: stable for the member, and says nothing of them
+    (an HMAC of the id under SECRET_KEY: not the name, not the email, not guessable)."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"member:{member_id}".encode(), hashlib.sha256)
+    return "member-" + digest.hexdigest()[:24]
 
 
 class MemberQuerySet(models.QuerySet):
@@ -57,6 +67,10 @@ class Member(AbstractUser):
     default_model = models.CharField(max_length=200, blank=True)
 
     objects = MemberManager()
+
+    @property
+    def opaque_id(self) -> str:
+        return opaque_member_id(self.pk)
 
     @property
     def chosen_language(self) -> str | None:

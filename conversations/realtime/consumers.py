@@ -286,7 +286,9 @@ class ConversationConsumer(MemberSocket):
         except chat.Busy as busy:
             await self._error("busy", {"reason": busy.reason} if busy.reason else None)
         except chat.Invalid as error:
-            await self._error("invalid", text=str(error))
+            await self._error(error.code, error.detail, text=error.text or None)
+        except chat.UsageLimit as limit:
+            await self._error("usage_limit", limit.detail)
         except chat.NotFound:
             try:
                 await chat.check_access(self.user, self.conversation_id)
@@ -328,7 +330,8 @@ class ConversationConsumer(MemberSocket):
 
     async def reply_sync(self, event) -> None:
         if self.listening:
-            await self._carry_out(self.delivery.sync_answer(event["message_id"], event["text"], self._now()))
+            await self._carry_out(self.delivery.sync_answer(event["message_id"], event["text"], self._now(),
+                                                            event.get("reasoning", "")))
 
     async def branch_changed(self, event) -> None:
         """Another branch is on screen (a `select` in any tab): start again from a snapshot."""
@@ -374,11 +377,11 @@ class ConversationConsumer(MemberSocket):
             elif kind == "catch_up":
                 _kind, message_id, then = command
                 try:
-                    text = await chat.message_text(self.user, message_id)
+                    text, reasoning = await chat.message_text(self.user, message_id)
                 except DATABASE_OUTAGE_ERRORS:
                     log.warning("a socket could not catch up on reply %s (database unavailable)", message_id)
-                    text = ""
-                await self._carry_out([*self.delivery.caught_up(message_id, text), ("send", then)])
+                    text = reasoning = ""
+                await self._carry_out([*self.delivery.caught_up(message_id, text, reasoning), ("send", then)])
             elif kind == "check":
                 await self.reply_check({})
         self._ensure_watch()

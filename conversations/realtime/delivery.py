@@ -12,6 +12,10 @@ from it, with no I/O: events go in (`snapshot`, `event`, `sync_answer`,
   pass it to `caught_up`, then send the frame text `then`;
 - ("check",): ask the database about the reply this tab waits on (then `checked`).
 
+A reply has two texts, each a stream with its own offsets: its answer
+(`delta` frames, keyed by the reply's id) and its reasoning (`reasoning`
+frames, keyed `<id>:reasoning`), which some model servers send first.
+
 What it guarantees, tested over every order of events (tests/test_delivery.py):
 the text a tab assembles from the snapshot and the deltas is the reply's text,
 with no gap and nothing twice; a `message` frame the snapshot already covers
@@ -26,16 +30,24 @@ import json
 SYNC_TIMEOUT_SECONDS = 3.0
 STALL_SECONDS = 10.0  # nothing heard of a streaming reply this long: ask the database about it
 WATCH_SECONDS = min(STALL_SECONDS, SYNC_TIMEOUT_SECONDS) / 2  # how often the consumer ticks while following
+REASONING = ":reasoning"
 
 
-def _encode_delta(message_id: str, offset: int, content: str) -> str:
-    return json.dumps({"type": "delta", "message_id": message_id, "offset": offset, "content": content},
-                      separators=(",", ":"), ensure_ascii=False)
+def _encode(frame: dict) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def _streams(message_id: str) -> tuple[str, str]:
+    return message_id, message_id + REASONING
+
+
+def _reply_of(stream: str) -> str:
+    return stream.removesuffix(REASONING)
 
 
 class Delivery:
     def __init__(self, now: float = 0.0):
-        self.forwarded: dict[str, int] = {}  # streaming reply id -> characters this tab has
+        self.forwarded: dict[str, int] = {}  # stream of a streaming reply -> characters this tab has
         self.ended: set[str] = set()  # replies this tab has seen end (or saw ended in its snapshot)
         self.shown: set[str] = set()  # ids of the non-streaming messages the last snapshot showed
         self.pending: dict | None = None  # a snapshot waiting for its reply's text so far
@@ -47,6 +59,9 @@ class Delivery:
 
     def following(self) -> bool:
         return bool(self.forwarded or self.resyncing) or self.pending is not None
+
+    def _followed(self) -> set[str]:
+        return {_reply_of(stream) for stream in self.forwarded} | set(self.resyncing)
 
     # Snapshots
 
@@ -72,7 +87,9 @@ class Delivery:
         self.ended = {m["id"] for m in snapshot["messages"] if m["role"] == "assistant" and m["status"] != "streaming"}
         active = snapshot["active"]
         if active is not None:
-            self.forwarded[active["id"]] = len(active["content"])
+            answer, reasoning = _streams(active["id"])
+            self.forwarded[answer] = len(active["content"])
+            self.forwarded[reasoning] = len(active.get("reasoning") or "")
         return [("send", _encode(snapshot))]
 
     def sync_failed(self) -> list[tuple]:
@@ -84,19 +101,22 @@ class Delivery:
         self.buffered = buffered
         return commands + self._replay()
 
-    def sync_answer(self, message_id: str, text: str, now: float) -> list[tuple]:
-        """The streaming reply's text so far, as published."""
+    def sync_answer(self, message_id: str, text: str, now: float, reasoning: str = "") -> list[tuple]:
+        """The streaming reply's texts so far, as published."""
         self.heard_at = now
         pending = self.pending
         if pending is not None and pending["active"]["id"] == message_id:
             pending["active"]["content"] = text  # the same dict as in pending["messages"]
+            if reasoning or pending["active"].get("reasoning"):
+                pending["active"]["reasoning"] = reasoning
             buffered = self.buffered
             commands = self._adopt(pending)
             self.buffered = buffered
             return commands + self._replay()
         if message_id in self.resyncing:
             held = self.resyncing.pop(message_id)
-            commands = self._catch_up(message_id, text)
+            answer, thinking = _streams(message_id)
+            commands = self._catch_up(thinking, reasoning) + self._catch_up(answer, text)
             for event in held:
                 commands += self._delta(event)
             return commands
@@ -133,63 +153,74 @@ class Delivery:
             if about is not None and about in self.shown:
                 return []  # a message the snapshot showed already
             return [("send", event["frame"])]
+        answer, reasoning = _streams(message_id)
         if event["streaming"]:
-            if message_id in self.forwarded or message_id in self.ended:
+            if answer in self.forwarded or message_id in self.ended:
                 return []  # its start, which the snapshot showed already
-            self.forwarded[message_id] = 0
+            self.forwarded[answer] = self.forwarded[reasoning] = 0
             return [("send", event["frame"])]
         # The end of a reply.
         if message_id in self.ended:
             return []
         self.ended.add(message_id)
-        known = self.forwarded.pop(message_id, None)
+        known = self.forwarded.get(answer)
+        known_reasoning = self.forwarded.get(reasoning)
         resyncing = self.resyncing.pop(message_id, None) is not None
-        if resyncing or (known is not None and known < event.get("length", known)):
+        behind = (known is not None and known < event.get("length", known)) or \
+            (known_reasoning is not None and known_reasoning < event.get("reasoning_length", 0))
+        if resyncing or behind:
             # It ended while this tab was catching up, or after deltas it never got
             # (Redis restarted): the row is final, send the rest from it first.
-            self.forwarded[message_id] = known or 0
+            self.forwarded[answer], self.forwarded[reasoning] = known or 0, known_reasoning or 0
             return [("catch_up", message_id, event["frame"])]
+        self.forwarded.pop(answer, None)
+        self.forwarded.pop(reasoning, None)
         return [("send", event["frame"])]
 
-    def caught_up(self, message_id: str, text: str) -> list[tuple]:
-        """The stored text of a reply that ended (after a ("catch_up", ...) command)."""
-        commands = self._catch_up(message_id, text)
-        self.forwarded.pop(message_id, None)
+    def caught_up(self, message_id: str, text: str, reasoning: str = "") -> list[tuple]:
+        """The stored texts of a reply that ended (after a ("catch_up", ...) command)."""
+        answer, thinking = _streams(message_id)
+        commands = self._catch_up(thinking, reasoning) + self._catch_up(answer, text)
+        self.forwarded.pop(answer, None)
+        self.forwarded.pop(thinking, None)
         return commands
 
     def _delta(self, event: dict) -> list[tuple]:
         message_id, offset, length = event["message_id"], event["offset"], event["length"]
+        stream = event.get("stream", message_id)
         if message_id in self.ended:
             return []
         if message_id in self.resyncing:
             self.resyncing[message_id].append(event)
             return []
-        known = self.forwarded.get(message_id)
+        known = self.forwarded.get(stream)
         if known is None:
             # A reply this tab never heard start: its `message` frame was lost (Redis
             # was down). Deltas cannot rebuild that: start again from a snapshot.
             return [("snapshot",)]
         if known == offset:
-            self.forwarded[message_id] = offset + length
+            self.forwarded[stream] = offset + length
             return [("send", event["frame"])]
         if offset + length <= known:
             return []  # already sent (it was in the snapshot)
         if offset < known:
             content = json.loads(event["frame"])["content"]
-            return self._catch_up(message_id, content[known - offset:], base=known)
-        # A gap: this tab missed a delta (Redis restarted). Ask the reply for its text.
+            return self._catch_up(stream, content[known - offset:], base=known)
+        # A gap: this tab missed a delta (Redis restarted). Ask the reply for its texts.
         self.resyncing[message_id] = [event]
         self.asked_at = self.heard_at
         return [("sync",)]
 
-    def _catch_up(self, message_id: str, text: str, base: int | None = None) -> list[tuple]:
-        """Send what `text` has beyond what the tab has (`text` starts at `base`, 0 by default)."""
-        known = self.forwarded.get(message_id, 0)
+    def _catch_up(self, stream: str, text: str, base: int | None = None) -> list[tuple]:
+        """Send what `text` has beyond what the tab has of `stream` (`text` starts at `base`, 0 by default)."""
+        known = self.forwarded.get(stream, 0)
         start = known - (base or 0)
         if start >= len(text):
             return []
-        self.forwarded[message_id] = (base or 0) + len(text)
-        return [("send", _encode_delta(message_id, known, text[start:]))]
+        self.forwarded[stream] = (base or 0) + len(text)
+        kind = "reasoning" if stream.endswith(REASONING) else "delta"
+        frame = {"type": kind, "message_id": _reply_of(stream), "offset": known, "content": text[start:]}
+        return [("send", _encode(frame))]
 
     # Not left waiting
 
@@ -208,7 +239,7 @@ class Delivery:
         if self.pending is not None:
             # No reply answered (its process may have died): send what the database has.
             return self._adopt(snapshot)
-        followed = set(self.forwarded) | set(self.resyncing)
+        followed = self._followed()
         if not followed:
             return []
         active = snapshot["active"]
@@ -219,7 +250,3 @@ class Delivery:
         self.resyncing.setdefault(active["id"], [])
         self.asked_at = now
         return [("sync",)]
-
-
-def _encode(frame: dict) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from conversations.chat import images
 from conversations.upstream import netguard
 
 IMAGE_DETAILS = ("auto", "low", "high")
@@ -138,9 +139,11 @@ def _image(image) -> dict:
         raise FrameError("invalid", _("An image_url part needs an object with a string 'url'."))
     url = image["url"]
     _check_storable(url)
-    if not url.startswith(("https://", "http://", "data:image/")):
-        raise FrameError("invalid", _("Image URLs must be http(s) URLs or data:image/ URLs."))
-    if not url.startswith("data:"):
+    if images.UPLOAD_URL.match(url):
+        pass  # an image the member uploaded: its owner is checked with the turn (chat/images.py)
+    elif not url.startswith(("https://", "http://", "data:image/")):
+        raise FrameError("invalid", _("Image URLs must be uploads, http(s) URLs or data:image/ URLs."))
+    elif not url.startswith("data:"):
         # The model server fetches it: no local or private addresses (names are resolved
         # and checked later, off this synchronous path: chat._check_image_hosts).
         try:

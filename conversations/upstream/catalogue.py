@@ -10,6 +10,7 @@ from conversations.upstream.client import Endpoint, UpstreamError, blocked_error
 
 async def list_models(endpoint: Endpoint) -> list[str]:
     """The model ids the server offers, for the model picker."""
+    endpoint.trusted()
     try:
         response = await client().get(f"{endpoint.base_url}/models", headers=endpoint.headers())
     except netguard.Blocked as blocked:

@@ -31,14 +31,24 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to send requests; the key never appears in repr, logs or errors."""
+    """Where to send requests; the key never appears in repr, logs or errors.
+
+    `provider` names it for records ("" is the default provider, OPENAI_BASE_URL);
+    `allow_private` trusts its host even on a private address (a staff decision).
+    """
 
     base_url: str
     api_key: str = field(default="", repr=False)
+    provider: str = ""
+    allow_private: bool = False
 
     @classmethod
     def default(cls) -> Endpoint:
         return cls(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+
+    def trusted(self):
+        """While set, the SSRF guard lets this endpoint's own host through (when staff allowed it)."""
+        return netguard.trusted_base_url.set(self.base_url if self.allow_private else None)
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
@@ -74,11 +84,13 @@ class UpstreamError(Exception):
 
 @dataclass(slots=True)
 class Chunk:
-    """One parsed stream event: any of content, finish_reason and usage."""
+    """One parsed stream event: any of content, reasoning, finish_reason, usage and logprobs."""
 
     content: str = ""
+    reasoning: str = ""  # `reasoning_content` (DeepSeek, vLLM, Qwen) or `reasoning` (Ollama, others)
     finish_reason: str | None = None
     usage: dict | None = None
+    logprobs: list | None = None  # choices[0].logprobs.content: one entry per token
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
@@ -126,12 +138,23 @@ async def stream_chat(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
                 yield chunk
             return
         except UpstreamError as error:
+            if not started and "stream_options" in body and _refuses_stream_options(error):
+                # Some servers reject the field that asks for usage: ask again without it
+                # (usage is then estimated, chat/replies.py). Once: the body no longer has it.
+                log.info("upstream refused stream_options; asking again without it")
+                body = {key: value for key, value in body.items() if key != "stream_options"}
+                continue
             wait = _retry_wait(error, attempt)
             if started or wait is None:
                 raise
             attempt += 1
             log.info("upstream %s; retry %d in %.1fs", error, attempt, wait)
             await asyncio.sleep(wait)
+
+
+def _refuses_stream_options(error: UpstreamError) -> bool:
+    said = str(error.detail.get("upstream_message") or "").lower()
+    return error.status in (400, 422) and ("stream_options" in said or "include_usage" in said)
 
 
 def _retry_wait(error: UpstreamError, attempt: int) -> float | None:
@@ -146,15 +169,21 @@ def _retry_wait(error: UpstreamError, attempt: int) -> float | None:
 
 async def _stream_once(endpoint: Endpoint, body: dict) -> AsyncIterator[Chunk]:
     url = f"{endpoint.base_url}/chat/completions"
+    endpoint.trusted()  # this task's requests: a context variable, so no reset is needed
     try:
         async with client().stream("POST", url, json=body, headers=endpoint.headers()) as response:
             if response.status_code != 200:
                 await response.aread()
                 raise error_from_response(response, endpoint)
             content_type = response.headers.get("content-type", "")
-            if content_type.startswith("application/json"):
-                # Some servers ignore stream: true; take the whole answer at once.
-                yield _chunk_from_completion(_json_or_error(await response.aread()), endpoint)
+            if not content_type.startswith("text/event-stream"):
+                # Some servers ignore stream: true (or label the answer oddly): take it whole.
+                body = await response.aread()
+                try:
+                    answer = _json_or_error(body)
+                except UpstreamError:
+                    raise UpstreamError("upstream_error", "not_a_stream") from None
+                yield _chunk_from_completion(answer, endpoint)
                 return
             async for sse in EventSource(response).aiter_sse():
                 data = sse.data
@@ -185,30 +214,56 @@ def blocked_error(blocked: netguard.Blocked) -> UpstreamError:
     return UpstreamError("upstream_unavailable", "blocked", blocked=blocked.reason)
 
 
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
 def _json_or_error(data: str | bytes) -> dict:
     try:
         parsed = json.loads(data)
     except ValueError:
-        raise UpstreamError("upstream_error", "malformed_chunk") from None
+        # Some gateways (and OpenAI's own documentation examples) leave a comma before a
+        # closing brace: read it as what it plainly means rather than fail the reply.
+        try:
+            text = data.decode() if isinstance(data, bytes) else data
+            parsed = json.loads(_TRAILING_COMMA.sub(r"\1", text))
+        except (ValueError, UnicodeDecodeError):
+            raise UpstreamError("upstream_error", "malformed_chunk") from None
     if not isinstance(parsed, dict):
         raise UpstreamError("upstream_error", "malformed_chunk")
     return parsed
 
 
 def _chunk_from_event(event: dict, endpoint: Endpoint) -> Chunk:
-    if "error" in event:
-        raise error_from_object(event["error"], None, endpoint)
-    chunk = Chunk(usage=event.get("usage") or None)
+    """One SSE event. Tolerant: a first chunk with only `role`, empty or null deltas, a `message`
+    where a `delta` belongs (gateways), extra fields, any finish_reason word."""
+    if "error" in event or event.get("success") is False:
+        raise error_from_object(event.get("error"), None, endpoint, trace_id=event.get("trace_id"))
+    usage = event.get("usage")
+    chunk = Chunk(usage=usage if isinstance(usage, dict) and usage else None)
     choices = event.get("choices")
     if choices and isinstance(choices, list) and isinstance(choices[0], dict):
         choice = choices[0]
         delta = choice.get("delta")
-        if isinstance(delta, dict):
-            content = delta.get("content")
-            if isinstance(content, str):
-                chunk.content = content
-        chunk.finish_reason = _finish_reason(choice.get("finish_reason"))
+        if not isinstance(delta, dict):
+            delta = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        _fill(chunk, delta, choice)
     return chunk
+
+
+def _fill(chunk: Chunk, part: dict, choice: dict) -> None:
+    """Content, reasoning, finish_reason and logprobs of a delta (or message) and its choice."""
+    content = part.get("content")
+    if isinstance(content, str):
+        chunk.content = content
+    reasoning = part.get("reasoning_content")
+    if not isinstance(reasoning, str):
+        reasoning = part.get("reasoning")
+    if isinstance(reasoning, str):
+        chunk.reasoning = reasoning
+    chunk.finish_reason = _finish_reason(choice.get("finish_reason"))
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+        chunk.logprobs = logprobs["content"]
 
 
 def _finish_reason(value) -> str | None:
@@ -217,46 +272,65 @@ def _finish_reason(value) -> str | None:
 
 
 def _chunk_from_completion(completion: dict, endpoint: Endpoint) -> Chunk:
-    if "error" in completion:
-        raise error_from_object(completion["error"], None, endpoint)
+    """A whole answer (a server that ignores `stream: true`), whatever its `object` says."""
+    if "error" in completion or completion.get("success") is False:
+        raise error_from_object(completion.get("error"), None, endpoint, trace_id=completion.get("trace_id"))
     try:
         choice = completion["choices"][0]
-        content = choice["message"].get("content") or ""
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else choice.get("delta")
+        if not isinstance(message, dict):
+            raise TypeError
     except (KeyError, IndexError, TypeError, AttributeError):
         raise UpstreamError("upstream_error", "no_choices") from None
-    return Chunk(
-        content=content if isinstance(content, str) else "",
-        finish_reason=_finish_reason(choice.get("finish_reason")) or "stop",
-        usage=completion.get("usage") or None,
-    )
+    usage = completion.get("usage")
+    chunk = Chunk(usage=usage if isinstance(usage, dict) and usage else None)
+    _fill(chunk, message, choice)
+    chunk.finish_reason = chunk.finish_reason or "stop"
+    return chunk
 
 
 def error_from_response(response: httpx.Response, endpoint: Endpoint) -> UpstreamError:
+    """OpenAI's `{"error": {...}}`, a gateway's `{"success": false, "error": {...}, "trace_id"}`,
+    or any other body (its text is the model server's words)."""
+    trace_id = None
     try:
         payload = response.json()
-        detail = payload.get("error") if isinstance(payload, dict) else None
     except ValueError:
-        detail = None
-    error = error_from_object(detail, response.status_code, endpoint)
+        detail = response.text.strip()
+    else:
+        detail = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(payload, dict):
+            trace_id = payload.get("trace_id")
+            if detail is None and isinstance(payload.get("message"), str):
+                detail = {"message": payload["message"], "code": payload.get("code")}
+    error = error_from_object(detail, response.status_code, endpoint, trace_id=trace_id)
     error.retry_after = _parse_retry_after(response.headers.get("retry-after"))
     if error.code == "upstream_rate_limited" and error.retry_after is not None:
         error.detail.update(reason="retry_after", retry_after=math.ceil(error.retry_after))
     return error
 
 
-def error_from_object(detail, status: int | None, endpoint: Endpoint) -> UpstreamError:
-    """Map an HTTP status and/or an OpenAI error object to a protocol error."""
+def error_from_object(detail, status: int | None, endpoint: Endpoint, trace_id=None) -> UpstreamError:
+    """Map an HTTP status and/or an error object to a protocol error, keeping the model server's
+    own words (scrubbed of anything secret) and a gateway's trace id for staff."""
+    error = _map_error(detail, status, endpoint)
+    if isinstance(trace_id, str | int) and str(trace_id).strip():
+        error.detail["trace_id"] = _scrub(str(trace_id), endpoint)[:100]
+    return error
+
+
+def _map_error(detail, status: int | None, endpoint: Endpoint) -> UpstreamError:
     if not isinstance(detail, dict):
         detail = {"message": detail if isinstance(detail, str) else ""}
     code = str(detail.get("code") or detail.get("type") or "")
     said = _scrub(str(detail.get("message") or ""), endpoint)
     retryable = status in RETRYABLE_STATUSES and code != "insufficient_quota"
 
-    if status in (401, 403) or code in ("invalid_api_key", "authentication_error"):
-        # Upstream auth messages can quote part of the key: never pass them on.
-        return UpstreamError("upstream_auth", status=status)
+    if status in (401, 403) or code in ("invalid_api_key", "authentication_error", "invalid_token"):
+        # Their words can quote part of the key: shown only scrubbed (masked keys, key-like words).
+        return UpstreamError("upstream_auth", status=status, upstream_message=said)
     if code == "insufficient_quota":
-        return UpstreamError("quota", status=status)
+        return UpstreamError("quota", status=status, upstream_message=said)
     if status == 413 or code == "context_length_exceeded":
         return UpstreamError("too_large", "context", status=status, upstream_message=said)
     if status == 429 or code == "rate_limit_exceeded":
@@ -275,14 +349,20 @@ def error_from_object(detail, status: int | None, endpoint: Endpoint) -> Upstrea
 
 
 _KEY_PATTERN = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+_MASKED = re.compile(r"\S*(\*{3,}|\.{3}|…)\S*")  # "sk-pr****abcd", "sk-pr...abcd": masked keys show their ends
+_BEARER = re.compile(r"(bearer|token|authorization)\s*[:=]?\s*\S{8,}", re.IGNORECASE)
 
 
 def _scrub(text: str, endpoint: Endpoint) -> str:
     """Upstream text is shown to members: strip anything key-like, keep it short."""
     if endpoint.api_key:
         text = text.replace(endpoint.api_key, "[redacted]")
+        if len(endpoint.api_key) >= 12:  # pieces of it: its start and its end
+            text = text.replace(endpoint.api_key[:8], "[redacted]").replace(endpoint.api_key[-6:], "[redacted]")
+    text = _MASKED.sub("[redacted]", text)
     text = _KEY_PATTERN.sub("[redacted]", text)
-    return text[:300]
+    text = _BEARER.sub(r"\1 [redacted]", text)
+    return " ".join(text.split())[:300]
 
 
 def _parse_retry_after(value: str | None) -> float | None:

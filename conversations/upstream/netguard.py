@@ -34,6 +34,7 @@ Enforcement happens at three points:
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import ipaddress
 import logging
@@ -290,9 +291,21 @@ def image_policy() -> Policy:
     return _policy(tuple(settings.UPSTREAM_ALLOWED_HOSTS), None)
 
 
+# A provider staff marked "allow a private address": its base URL, trusted for the requests
+# made while this is set (upstream/client.py sets it around each request to that provider).
+# A context variable, so it holds for the task making the request and for no other.
+trusted_base_url: contextvars.ContextVar[str | None] = contextvars.ContextVar("trusted_base_url", default=None)
+
+
 def upstream_policy() -> Policy:
-    """For the relay's own connections: the operator's list, plus OPENAI_BASE_URL's host and port."""
-    return _policy(tuple(settings.UPSTREAM_ALLOWED_HOSTS), settings.OPENAI_BASE_URL)
+    """For the relay's own connections: the operator's list, plus OPENAI_BASE_URL's host and port,
+    plus the base URL of a provider allowed a private address, for its own requests."""
+    policy = _policy(tuple(settings.UPSTREAM_ALLOWED_HOSTS), settings.OPENAI_BASE_URL)
+    trusted = trusted_base_url.get()
+    if trusted is None:
+        return policy
+    extra = _policy((), trusted)
+    return Policy(policy.names | extra.names, policy.networks + extra.networks)
 
 
 # --------------------------------------------------------------------------- URLs

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from functools import wraps
 
-from asgiref.sync import async_to_sync
 from django import forms
 from django.conf import settings
 from django.db.models import Q
 from django.http import HttpResponse, JsonResponse
 from django.utils.text import slugify
+from django.utils.translation import gettext
 
 from conversations.chat import exports
 from conversations.chat.access import NotFound, get_conversation
@@ -23,9 +23,8 @@ from conversations.chat.errors import describe
 from conversations.chat.params import ParamsError, clean_params
 from conversations.chat.serializers import conversation_dict
 from conversations.chat.snapshots import branch_dicts
-from conversations.models import Conversation
-from conversations.upstream import catalogue
-from conversations.upstream.client import Endpoint, UpstreamError
+from conversations.models import Conversation, Provider
+from conversations.upstream import providers
 
 LIST_LIMIT = 200
 
@@ -89,12 +88,14 @@ def read_json(request) -> dict:
 class ConversationForm(forms.Form):
     title = forms.CharField(max_length=200, required=False)
     model = forms.CharField(max_length=200, required=False)
+    provider = forms.CharField(max_length=100, required=False)
     system_prompt = forms.CharField(required=False, strip=False, max_length=settings.MAX_MESSAGE_CHARS)
     params = forms.JSONField(required=False)
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, member):
+        self.member = member
         wrong_types = [
-            name for name in ("title", "model", "system_prompt")
+            name for name in ("title", "model", "provider", "system_prompt")
             if name in data and not isinstance(data[name], str)
         ]
         if data.get("params") is not None and not isinstance(data["params"], dict):
@@ -109,7 +110,28 @@ class ConversationForm(forms.Form):
             self.add_error(name, "Must be an object or null." if name == "params" else "Must be a string.")
         if self.unknown:
             raise forms.ValidationError(f"Unknown field(s): {', '.join(self.unknown)}")
-        return super().clean()
+        cleaned = super().clean()
+        if "model" in self.present or "provider" in self.present:
+            self._choose_model(cleaned)
+        return cleaned
+
+    def _choose_model(self, cleaned: dict) -> None:
+        """The model and where it is served: a provider's name, or "" for the default one."""
+        model = cleaned.get("model") or ""
+        if not model:
+            return  # an empty model keeps (PATCH) or takes (POST) the default
+        provider = None
+        name = cleaned.get("provider") or ""
+        if name:
+            provider = Provider.objects.filter(name=name, enabled=True).first()
+            if provider is None:
+                self.add_error("provider", gettext("No such provider."))
+                return
+        choice = providers.resolve(self.member, model, provider)
+        if choice is None:
+            self.add_error("model", gettext("This model is not available to you."))
+            return
+        cleaned["provider"] = choice.provider
 
     def clean_params(self):
         try:
@@ -128,12 +150,12 @@ def invalid_form(form: ConversationForm) -> JsonResponse:
 @require_http_methods(["GET", "POST"])
 def conversations(request):
     if request.method == "POST":
-        form = ConversationForm(read_json(request))
+        form = ConversationForm(read_json(request), request.user)
         if not form.is_valid():
             return invalid_form(form)
         data = form.cleaned_data
         conversation = create_conversation(
-            request.user, title=data["title"], model=data["model"],
+            request.user, title=data["title"], model=data["model"], provider=data.get("provider") or None,
             system_prompt=data["system_prompt"], params=data["params"],
         )
         return JsonResponse(conversation_dict(conversation), status=201)
@@ -153,11 +175,14 @@ def conversation(request, conversation_id):
         delete_conversation(request.user, conversation_id)
         return HttpResponse(status=204)
     if request.method == "PATCH":
-        form = ConversationForm(read_json(request))
+        form = ConversationForm(read_json(request), request.user)
         if not form.is_valid():
             return invalid_form(form)
         changes = {name: form.cleaned_data[name] for name in form.present
-                   if name != "model" or form.cleaned_data["model"]}  # an empty model keeps the one it has
+                   if name not in ("model", "provider")}
+        if form.cleaned_data.get("model"):  # an empty model keeps the one it has
+            changes["model"] = form.cleaned_data["model"]
+            changes["provider"] = form.cleaned_data.get("provider") or None
         conv = update_conversation(request.user, conversation_id, changes)
     else:
         conv = get_conversation(request.user, conversation_id)
@@ -187,11 +212,18 @@ def export(request, conversation_id):
 @member_api
 @require_http_methods(["GET"])
 def models(request):
-    try:
-        found = async_to_sync(catalogue.list_models)(Endpoint.default())
-    except UpstreamError as exc:
-        return error(502, exc.code, describe(exc.code, exc.detail), default=settings.DEFAULT_MODEL)
-    return JsonResponse({"models": found, "default": settings.DEFAULT_MODEL})
+    """The models this member may use, each with its provider; the default provider's list is cached."""
+    choices = providers.choices_for(request.user)
+    _names, failure = providers.default_models()
+    answer = {
+        "models": list(dict.fromkeys(choice.model for choice in choices)),  # names, as before providers
+        "default": request.user.default_model or settings.DEFAULT_MODEL,
+        "available": [choice.as_dict() for choice in choices],
+    }
+    if failure is not None:  # the default model server could not be asked: its default model is offered
+        answer["unavailable"] = [{"provider": "", "code": failure.code,
+                                  "message": describe(failure.code, failure.detail)}]
+    return JsonResponse(answer)
 
 
 def csrf_failure(request, reason=""):
