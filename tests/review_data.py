@@ -3,6 +3,7 @@ regenerated reply, failures and usage rows, and a way to read the transcript's p
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -116,6 +117,8 @@ class TranscriptReader(HTMLParser):
         elif self._block is not None and tag == "li" and "left-out" in classes:
             state = "dropped" if "dropped" in classes else "skipped"
             self._block.left_out[state] = self._block.left_out.get(state, 0) + int(attrs["data-left-out"])
+        elif self._block is not None and attrs.get("data-part") == "inline":
+            self._block.sent[-1].parts.append(("inline", attrs["data-sha256"]))
         elif self._block is not None and "data-part" in attrs:
             self._part = (attrs["data-part"], [])
         elif self._part is not None and tag == "code":
@@ -137,7 +140,16 @@ class TranscriptReader(HTMLParser):
 
 
 def as_parts(content) -> list[tuple[str, str]]:
-    """A message's content as the transcript shows it: its text, or each part."""
+    """A message's content as the transcript shows it: its text, or each part (an image sent
+    inline by the SHA-256 of its data: URL)."""
     if isinstance(content, str):
         return [("text", content)]
-    return [("text", p["text"]) if p["type"] == "text" else ("image", p["image_url"]["url"]) for p in content]
+    shown = []
+    for part in content:
+        if part["type"] == "text":
+            shown.append(("text", part["text"]))
+        elif part["image_url"]["url"].startswith("data:"):
+            shown.append(("inline", hashlib.sha256(part["image_url"]["url"].encode()).hexdigest()))
+        else:
+            shown.append(("image", part["image_url"]["url"]))
+    return shown

@@ -79,6 +79,7 @@ def test_export_member_data_writes_their_conversations_usage_and_reviews_and_is_
     assert len(data["usage"]) == 4 and sum(u["prompt_tokens"] for u in data["usage"]) == 30 + 40 + 40 + 50
     assert data["reviews"] == [{"at": data["reviews"][0]["at"], "action": "view",
                                 "conversation_id": str(tree.conversation.id)}]
+    assert data["attachments"] == []
     assert "reviewer" not in target.read_text()
     entry = AuditEntry.objects.get(action="member_export")
     assert (entry.owner_name, entry.actor_name, entry.actor_id) == ("alice", "command: export_member_data", None)

@@ -3,6 +3,8 @@ what the model saw, against real Postgres, the real admin pages and the fake mod
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -13,6 +15,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from PIL import Image
 
 from conversations.chat import transcripts
 from conversations.models import AuditEntry, Conversation, Message
@@ -225,10 +228,20 @@ def test_the_transcripts_export_buttons_export_that_conversation(reviewer, alice
 
 # What the model saw, against what the model server received
 
-async def test_what_the_model_saw_is_what_the_model_server_received(alice, reviewer, upstream, sockets, settings):
-    """Turns over the real socket: a system prompt, content parts with an image, a failed reply with no
-    text, a regenerated reply, an edited question, and a budget small enough to drop old messages."""
+def png() -> str:
+    image = Image.new("RGB", (24, 16), (200, 30, 30))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+async def test_what_the_model_saw_is_what_the_model_server_received(alice, reviewer, upstream, sockets, settings,
+                                                                     tmp_path):
+    """Turns over the real socket: a system prompt, content parts with an image (stored, then sent
+    inline), a failed reply with no text, a regenerated reply, an edited question, and a budget
+    small enough to drop old messages."""
     settings.CONTEXT_TOKEN_BUDGET = 150
+    settings.MEDIA_ROOT = tmp_path
     conversation = await database_sync_to_async(alice.conversation)(
         system_prompt="Be brief.", params={"temperature": 0.5, "max_tokens": 20})
     tab = await open_tab(sockets, alice, conversation)
@@ -237,7 +250,7 @@ async def test_what_the_model_saw_is_what_the_model_server_received(alice, revie
         await tab.send(type=frame.pop("type", "send"), content=content, client_id=str(uuid.uuid4()), **frame)
         return (await follow_reply(tab.recv)).message_id
 
-    image = "data:image/png;base64,iVBORw0KGgo="
+    image = png()
     await send('first question about apples fake:{"tokens": 3}')
     await send([{"type": "text", "text": 'look at this fake:{"tokens": 3}'},
                 {"type": "image_url", "image_url": {"url": image}}])
@@ -271,4 +284,7 @@ async def test_what_the_model_saw_is_what_the_model_server_received(alice, revie
         skipped_somewhere |= block.left_out.get("skipped", 0) > 0
     assert dropped_somewhere, "the budget never dropped a message: the test proves less than it says"
     assert skipped_somewhere, "no reply without text was on a branch"
-    assert any(isinstance(m["content"], list) for r in upstream.requests for m in r["body"]["messages"])
+    inline = [p for r in upstream.requests for m in r["body"]["messages"] if isinstance(m["content"], list)
+              for p in m["content"] if p["type"] == "image_url"]
+    assert inline and all(p["image_url"]["url"].startswith("data:image/") for p in inline)
+    assert all(request["body"]["user"] in html for request in upstream.requests)  # the body's opaque user

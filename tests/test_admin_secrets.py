@@ -1,7 +1,8 @@
 """No secret of the server's appears in any admin page, download or review page.
 
-The secrets are listed in one place, `server_secrets()`: today the upstream API
-key; a provider's key joins the list when providers are stored (add it there).
+The secrets are listed in one place, `server_secrets()`: the default upstream key,
+each provider's key (plain and encrypted) and the keys that encrypt them, and
+SECRET_KEY; a new kind of secret is added there.
 Every page of every model registered in the admin is visited (its list, its add
 page, the change page of each of its objects), with the staff review pages,
 the exports and the joining pages, as a superuser who may read everything.
@@ -16,15 +17,18 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from conversations.accounts import invites
-from conversations.models import AuditEntry
+from conversations.models import AuditEntry, Message, Provider, ProviderModel
 from tests.review_data import make_tree
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def server_secrets() -> list[str]:
-    """Every secret the server holds that a page must never show. Add providers' keys here."""
-    found = [settings.OPENAI_API_KEY, settings.SECRET_KEY]
+    """Every secret the server holds that a page must never show: the default upstream key,
+    every provider's key (in plain and as stored), and the keys that protect them."""
+    found = [settings.OPENAI_API_KEY, settings.SECRET_KEY, *settings.PROVIDER_KEY_SECRETS]
+    for provider in Provider.objects.all():
+        found += [provider.api_key, provider.api_key_encrypted]
     assert all(len(secret) >= 16 for secret in found), "a short secret would match by chance"
     return found
 
@@ -46,7 +50,12 @@ def registered_pages(superuser) -> list[str]:
 
 def test_no_admin_page_shows_a_secret(reviewer, alice, upstream, settings):
     settings.SIGNUP_ENABLED = True
+    provider = Provider(name="Team gateway", base_url="https://gateway.example/v1")
+    provider.set_api_key("sk-provider-SECRET-key-9876543210")
+    provider.save()
+    ProviderModel.objects.create(provider=provider, name="gpt-tree", enabled=True, context_length=8192)
     tree = make_tree(alice.user)
+    Message.objects.filter(pk=tree.r1.pk).update(request={**tree.r1.request, "provider": provider.name})
     AuditEntry.record("view", actor=reviewer.user, owner=alice.user, conversation_id=tree.conversation.id)
     _invite, token = invites.create_invite(reviewer.user, note="for dave")
     conversation_list = reverse("admin:conversations_conversation_changelist")

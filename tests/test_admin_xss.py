@@ -26,6 +26,7 @@ PAYLOADS = {
     "system": "<object data=\"javascript:window.__pwned='system'\"></object>",
     "member": "<marquee onstart=\"window.__pwned='member'\">",
     "note": "<video src=x onerror=\"window.__pwned='note'\">",
+    "reasoning": "<audio src=x onerror=\"window.__pwned='reasoning'\">",
 }
 
 # Each payload's opening tag, up to where JSON or attribute quoting may differ.
@@ -39,6 +40,7 @@ OPENINGS = {
     "system": "<object data=",
     "member": "<marquee onstart=",
     "note": "<video src=x onerror=",
+    "reasoning": "<audio src=x onerror=",
 }
 
 
@@ -59,7 +61,7 @@ def hostile_conversation(alice):
     )
     reply = Message.objects.create(
         conversation=conversation, role="assistant", parent=question, status="error",
-        content=PAYLOADS["reply"], model=PAYLOADS["model"], error_code="upstream_error",
+        content=PAYLOADS["reply"], reasoning=PAYLOADS["reasoning"], model=PAYLOADS["model"], error_code="upstream_error",
         error_detail={"reason": "reported", "upstream_message": PAYLOADS["error"]},
         request={"model": PAYLOADS["model"], "system_prompt": PAYLOADS["system"], "message_ids": [str(question.id)],
                  "params": {"stop": [PAYLOADS["title"]]}, "provider": PAYLOADS["model"]},
@@ -95,7 +97,7 @@ def test_the_transcript_shows_every_field_and_what_the_model_saw_as_text(reviewe
     page = reviewer.client.get(f"/admin/conversations/conversation/{conversation.id}/transcript/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert_escaped(html, ["title", "question", "reply", "part", "error", "model", "system"])
+    assert_escaped(html, ["title", "question", "reply", "part", "error", "model", "system", "reasoning"])
     seen = html.split('class="review-seen"')[1]
     assert_escaped(seen, ["question", "part", "system", "model", "title"])  # the request's stop words too
 

@@ -211,7 +211,7 @@ class ConversationAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:conversations_conversation_transcript", args=[object_id]))
 
     def transcript_view(self, request, object_id):
-        conversation = Conversation.objects.select_related("owner").filter(pk=object_id).first()
+        conversation = Conversation.objects.select_related("owner", "provider").filter(pk=object_id).first()
         if conversation is None:
             raise Http404(gettext("No such conversation."))
         if not self.has_view_permission(request, conversation):

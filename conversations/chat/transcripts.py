@@ -22,22 +22,27 @@ the full rows of the page, those its replies sent that are not on it, the tokens
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Sum
 from django.db.models.functions import Length
 
-from conversations.chat import errors
+from conversations.chat import errors, images
 from conversations.chat.context import branch, upstream_message
-from conversations.models import Conversation, Message, Usage
+from conversations.models import Attachment, Conversation, Message, Usage
+from conversations.models.member import opaque_member_id
 
 PAGE_SIZE = 50
 MAX_INDENT = 8
 DEFAULT_PROVIDER = "default"
+DATA_URL = re.compile(r"^data:([^;,]*)[;,]")
 
 
 @dataclass
@@ -82,19 +87,35 @@ class Sent:
         return {"role": self.role, "content": self.content}
 
     @property
-    def parts(self) -> list[tuple[str, str]]:
-        """The content for reading: ("text", …) and ("image", url) in order."""
+    def parts(self) -> list[tuple[str, object]]:
+        """The content for reading, in order: ("text", …), ("image", url) for an image sent by its
+        address, ("inline", InlineImage) for one sent as a data: URL (its bytes are not shown)."""
         if isinstance(self.content, str):
             return [("text", self.content)]
-        shown = []
+        shown: list[tuple[str, object]] = []
         for part in self.content or []:
             if isinstance(part, dict) and part.get("type") == "text":
                 shown.append(("text", str(part.get("text", ""))))
             elif isinstance(part, dict) and part.get("type") == "image_url":
-                shown.append(("image", str((part.get("image_url") or {}).get("url", ""))))
+                url = str((part.get("image_url") or {}).get("url", ""))
+                shown.append(("inline", InlineImage.of(url)) if url.startswith("data:") else ("image", url))
             else:
                 shown.append(("other", json.dumps(part, ensure_ascii=False)))
         return shown
+
+
+@dataclass
+class InlineImage:
+    """An image sent inside the request as a data: URL: what it was, without its bytes."""
+
+    media_type: str
+    length: int  # characters of the URL
+    sha256: str  # of the URL as sent: the same digest the model server's copy has
+
+    @classmethod
+    def of(cls, url: str) -> InlineImage:
+        found = DATA_URL.match(url)
+        return cls(found.group(1) if found else "", len(url), hashlib.sha256(url.encode()).hexdigest())
 
 
 @dataclass
@@ -119,6 +140,7 @@ class Seen:
     steps: list[Step]  # the same, with the branch's messages that were left out marked where they stood
     missing: list[str]  # ids recorded that are no longer stored
     in_branch_order: bool = True  # the messages sent are the branch's, in its order
+    user: str = ""  # the opaque id the model server was given for the member
 
     @property
     def dropped(self) -> list[Node]:
@@ -139,7 +161,8 @@ class Seen:
 
     def body(self) -> dict:
         """The request's body as it was sent, messages aside (chat/turns.py builds the same)."""
-        return {**self.params, "model": self.model, "stream": True, "stream_options": {"include_usage": True}}
+        return {**self.params, "model": self.model, "stream": True, "stream_options": {"include_usage": True},
+                "user": self.user}
 
     @property
     def body_json(self) -> str:
@@ -204,8 +227,11 @@ def reading_order(skeleton: dict, current_leaf_id) -> list[Node]:
     return order
 
 
-def seen_by(reply: Message, skeleton: dict, nodes: dict, rows: dict) -> Seen | None:
-    """What the model was sent for `reply`, rebuilt from its record and the rows; None if unrecorded."""
+def seen_by(reply: Message, skeleton: dict, nodes: dict, rows: dict,
+            wire: Callable[[Message], dict] = upstream_message) -> Seen | None:
+    """What the model was sent for `reply`, rebuilt from its record and the rows; None if unrecorded.
+
+    `wire` turns a row into the message as the model server got it (stored images inline)."""
     request = reply.request
     if not isinstance(request, dict):
         return None
@@ -226,8 +252,8 @@ def seen_by(reply: Message, skeleton: dict, nodes: dict, rows: dict) -> Seen | N
         if row is None:
             missing.append(str(raw))
             continue
-        wire = upstream_message(row)
-        recorded.append((message_id, Sent(wire["role"], wire["content"], nodes.get(message_id))))
+        sent_as = wire(row)
+        recorded.append((message_id, Sent(sent_as["role"], sent_as["content"], nodes.get(message_id))))
         sent.append(recorded[-1][1])
     # The branch's messages that were not sent, each marked where it stood: before the sent
     # message that followed it on the branch. The sent ones keep the record's order.
@@ -254,6 +280,7 @@ def seen_by(reply: Message, skeleton: dict, nodes: dict, rows: dict) -> Seen | N
         steps=steps,
         missing=missing,
         in_branch_order=None not in places and places == sorted(places),
+        user=opaque_member_id(reply.conversation.owner_id),
     )
 
 
@@ -288,16 +315,34 @@ def read(conversation: Conversation, page_number=1) -> Transcript:
                     pass
     if referenced - rows.keys():
         rows.update(_rows(conversation, referenced - rows.keys()))
+    wire = _wire(conversation, [rows[i] for i in referenced if i in rows])
     entries = []
     for node in page.object_list:
         message = rows[node.id]
+        message.conversation = conversation
         usage = getattr(message, "usage_record", None)
-        seen = seen_by(message, skeleton, nodes, rows) if message.role == Message.Role.ASSISTANT else None
+        seen = seen_by(message, skeleton, nodes, rows, wire) if message.role == Message.Role.ASSISTANT else None
         error_text = errors.describe(message.error_code, message.error_detail) if message.error_code else ""
         entries.append(Entry(node, message, usage, seen, error_text))
     tokens = Usage.objects.filter(conversation_id=conversation.id).aggregate(
         total=Sum("prompt_tokens") + Sum("completion_tokens"))["total"] or 0
     return Transcript(conversation, page, entries, len(skeleton), tokens)
+
+
+def _wire(conversation: Conversation, sent: list[Message]) -> Callable[[Message], dict]:
+    """`upstream_message` with the owner's stored images as chat/context.py sends them, each
+    message made once per page however many replies sent it."""
+    ids = {i for message in sent for i in images.attachment_ids(message.content_parts)}
+    owned = ({a.id: a for a in Attachment.objects.filter(pk__in=ids, owner_id=conversation.owner_id)}
+             if ids else {})
+    made: dict = {}
+
+    def wire(message: Message) -> dict:
+        if message.id not in made:
+            made[message.id] = upstream_message(message, owned)
+        return made[message.id]
+
+    return wire
 
 
 def _rows(conversation: Conversation, ids) -> dict:

@@ -1,5 +1,6 @@
-"""One member's data as JSON: the account, every conversation (the whole tree), usage, and the
-audit entries about them. The export itself is written to the audit log."""
+"""One member's data as JSON: the account, every conversation (the whole tree), usage, their
+uploaded images (described), and the audit entries about them. The export itself is written to
+the audit log."""
 
 import json
 import sys
@@ -10,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.chat import exports
-from conversations.models import AuditEntry, Conversation, Usage
+from conversations.models import Attachment, AuditEntry, Conversation, Usage
 
 ACTOR = "command: export_member_data"
 
@@ -35,6 +36,10 @@ def member_data(member) -> dict:
             "completion_tokens": u.completion_tokens, "estimated": u.estimated, "status": u.status,
             "ttft_ms": u.ttft_ms, "duration_ms": u.duration_ms,
         } for u in usage],
+        # The images they uploaded, described (the files stay on the server, at these addresses).
+        "attachments": [{"url": a.url, "content_type": a.content_type, "width": a.width, "height": a.height,
+                         "size": a.size, "created_at": a.created_at.isoformat()}
+                        for a in Attachment.objects.filter(owner=member).order_by("created_at")],
         # When staff read this member's conversations (who did is for superusers: docs/security.md).
         "reviews": [{"at": e.at.isoformat(), "action": e.action,
                      "conversation_id": str(e.conversation_id) if e.conversation_id else None} for e in reviews],
