@@ -10,7 +10,7 @@ ENV := set -a; [ -f .env ] && . ./.env; set +a;
 # daphne, through chatsite/server.py: it drops a websocket that stops reading (WS_SEND_BUFFER_BYTES).
 SERVE = $(BIN)/python -m chatsite.server -b $(APP_HOST) -p $(APP_PORT) chatsite.asgi:application
 
-.PHONY: run demo test lint install install-dev migrate bench clean
+.PHONY: run demo test lint install install-dev migrate bench bench-browser screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,16 @@ lint: install-dev
 ## `$(BIN)/python -m bench.relay --quick` is a one-minute smoke run; see bench/README.md.
 bench: install-dev
 	$(BIN)/python -m bench.relay
+
+## What a 20,000-character streaming reply costs Chromium's main thread (busy share, longest task); ~1 minute.
+## Postgres must run; it uses the database chat_bench_browser. See bench/README.md.
+bench-browser: install-dev
+	$(BIN)/python -m bench.browser
+
+## Screenshots of the main screens into docs/screenshots/ (starts the app against the fake model server
+## itself, with the database chat_screenshots). Chinese text needs a CJK font: apt-get install fonts-noto-cjk.
+screenshots: install-dev
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3

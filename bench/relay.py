@@ -153,6 +153,7 @@ class Bench:
             DEFAULT_MODEL=MODEL,
             ALLOWED_HOSTS="127.0.0.1,localhost",
             UPSTREAM_READ_TIMEOUT="60",
+            MODEL_TITLES="false",  # a title request after each first reply is not the relay being measured
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )

@@ -57,10 +57,20 @@ ping runs out. Each bounds a different thing: pings bound time, this bounds byte
 
 from __future__ import annotations
 
-# Imported first: daphne.server installs twisted's asyncio reactor on import.
+# uvloop under twisted's asyncio reactor (UVLOOP=false for the standard loop): set before
+# daphne.server makes its loop. The relay spends much of its time in the loop's socket and timer
+# handling, which uvloop does in C. Read from the environment directly: Django is not set up yet.
+import asyncio  # isort: skip
+import os  # isort: skip
+
+if os.environ.get("UVLOOP", "true").strip().lower() not in ("0", "false", "no", "off"):
+    import uvloop  # isort: skip
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+# Imported next: daphne.server makes its event loop and installs twisted's asyncio reactor on import.
 from daphne.server import Server  # isort: skip
 
-import asyncio
 import logging
 
 from daphne.cli import CommandLineInterface
@@ -165,9 +175,32 @@ class SendBoundedServer(Server):
             )
         self.ws_send_buffer_bytes = settings.WS_SEND_BUFFER_BYTES
         factory.protocol = SendBoundedWebSocketProtocol
+        if settings.WS_COMPRESSION:
+            factory.setProtocolOptions(perMessageCompressionAccept=_accept_deflate)
         _install_drain()
         if self._then_ready is not None:
             self._then_ready()
+
+
+def _accept_deflate(offers):
+    """Accept a browser's permessage-deflate offer, with a small window and little memory.
+
+    A reply's deltas are small frames whose envelope (type, message id, offset) repeats:
+    with the context kept between messages it compresses to a few bytes, which is what
+    keeps a paced reply's frames near the size of its text. 2^WS_COMPRESSION_WINDOW_BITS
+    bytes of window and a low memory level keep each socket's compressor near 12 KiB.
+    """
+    from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+    from django.conf import settings
+
+    bits = settings.WS_COMPRESSION_WINDOW_BITS
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(
+                offer, request_max_window_bits=bits if offer.accept_max_window_bits else 0,
+                window_bits=bits, mem_level=settings.WS_COMPRESSION_MEM_LEVEL,
+            )
+    return None
 
 
 def _install_drain() -> None:

@@ -191,7 +191,8 @@ REDIS_PREFIX = env("CHANNEL_PREFIX", "chat")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels-redis's Pub/Sub layer, serving sockets of this process without Redis (chat/layer.py).
+            "BACKEND": "conversations.chat.layer.LocalFirstPubSubLayer",
             "CONFIG": {
                 # redis-py 8 reads with a 5 s socket timeout by default; give reads room.
                 # A Redis that hangs rather than refuses costs at most 5 s to connect.
@@ -376,6 +377,11 @@ MAX_REPLY_CHARS = envint("MAX_REPLY_CHARS", 200_000, minimum=100)
 CONTEXT_TOKEN_BUDGET = envint("CONTEXT_TOKEN_BUDGET", 32_000, minimum=256)
 MAX_MESSAGE_CHARS = envint("MAX_MESSAGE_CHARS", 100_000, minimum=100)
 WS_MAX_FRAME_BYTES = envint("WS_MAX_FRAME_BYTES", 8 * 1024 * 1024, minimum=1024)
+# permessage-deflate on websockets (chatsite/server.py): a reply's small frames shrink to about
+# their text. Its window (2^bits bytes, 9..15) and zlib memory level (1..9) bound each socket's cost.
+WS_COMPRESSION = envbool("WS_COMPRESSION", True)
+WS_COMPRESSION_WINDOW_BITS = envint("WS_COMPRESSION_WINDOW_BITS", 10, minimum=9)
+WS_COMPRESSION_MEM_LEVEL = envint("WS_COMPRESSION_MEM_LEVEL", 2, minimum=1)
 # Frames one socket may send: WS_FRAME_BURST at once, then WS_FRAMES_PER_SECOND (realtime/ratelimit.py).
 WS_FRAMES_PER_SECOND = envfloat("WS_FRAMES_PER_SECOND", 2.0, minimum=0.01)
 WS_FRAME_BURST = envint("WS_FRAME_BURST", 20, minimum=1)

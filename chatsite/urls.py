@@ -6,13 +6,14 @@ from conversations.accounts import throttle as login_throttle
 from conversations.web import api, signup, uploads, views
 
 urlpatterns = [
-    path("", views.index, name="index"),
+    path("", views.new_chat, name="index"),
     path("c/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
-    path("c/new/", views.new_conversation, name="new_conversation"),
+    path("account/", views.account, name="account"),
     path("api/conversations/", api.conversations, name="api_conversations"),
     path("api/conversations/<str:conversation_id>/", api.conversation, name="api_conversation"),
     path("api/conversations/<str:conversation_id>/export", api.export, name="api_export"),
     path("api/models/", api.models, name="api_models"),
+    path("api/account/", api.account, name="api_account"),
     path("api/uploads/", uploads.upload, name="api_uploads"),
     path("api/uploads/<str:attachment_id>", uploads.download, name="api_upload"),
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
@@ -23,6 +24,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     # The script's words, in the page's language (a script file: no inline script, CSP holds).
     path("jsi18n/", JavaScriptCatalog.as_view(domain="djangojs"), name="javascript-catalog"),
-    path("i18n/", include("django.conf.urls.i18n")),  # set_language, for the language switch
+    # The language switch: Django's set_language, which also remembers a signed-in member's choice.
+    path("i18n/setlang/", views.set_language, name="set_language"),
     path("admin/", admin.site.urls),
 ]

@@ -262,13 +262,14 @@ class DaphneProcess:
     """The app as a real daphne process sharing this test's Postgres and Redis,
     started as in production: through chatsite.server, daphne with the send bound."""
 
-    def __init__(self, env: dict, *, sndbuf: int | None = None):
+    def __init__(self, env: dict, *, sndbuf: int | None = None, port: int | None = None):
         """`sndbuf`: the kernel send buffer of its sockets. Loopback's 64 KiB segments let Linux
         give each socket about 4 MiB, where a real network starts near 16 KiB; a listening
-        socket made here with SO_SNDBUF (which accepted sockets inherit) goes to daphne's --fd."""
+        socket made here with SO_SNDBUF (which accepted sockets inherit) goes to daphne's --fd.
+        `port`: a given one (a restart on the port a browser's page already uses)."""
         listener = None
         if sndbuf is None:
-            self.port = free_port()
+            self.port = port or free_port()
             where, pass_fds = ["-b", "127.0.0.1", "-p", str(self.port)], ()
         else:
             listener = socketlib.socket()

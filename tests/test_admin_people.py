@@ -126,7 +126,7 @@ def test_an_expired_revoked_or_made_up_invite_gets_the_same_refusal(reviewer):
     reviewer.client.post(INVITES, {"action": "revoke", "_selected_action": [revoked.pk], "index": 0})
     answers = [Client().get(f"/accounts/invite/{token}/") for token in (old_token, revoked_token, "made-up")]
     assert [a.status_code for a in answers] == [404, 404, 404]
-    assert len({a.content for a in answers}) == 1
+    assert len({a.content.decode().split("<main")[1] for a in answers}) == 1  # the page less its header
     assert Client().post(f"/accounts/invite/{old_token}/", {
         "username": "late", "password1": "late-but-long-enough", "password2": "late-but-long-enough"}).status_code == 404
     assert not Member.objects.filter(username="late").exists()

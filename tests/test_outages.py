@@ -83,10 +83,17 @@ class RedisServer:
 
 @pytest.fixture
 async def redis_server(settings):
-    """The app's channel layer on a redis-server of this test's own."""
+    """The app's channel layer on a redis-server of this test's own.
+
+    Every frame goes through Redis here (channels-redis's own Pub/Sub layer): the tabs of
+    these tests stand for tabs on another process than the reply's, which is what loses
+    frames when Redis goes away. (The app's layer serves sockets of the reply's own process
+    without Redis: tests/test_layer.py.)
+    """
     server = RedisServer()
     default = dict(settings.CHANNEL_LAYERS["default"])
-    assert default["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer", "run with REDIS_URL set"
+    assert default["BACKEND"] == "conversations.chat.layer.LocalFirstPubSubLayer", "run with REDIS_URL set"
+    default["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
     default["CONFIG"] = dict(default["CONFIG"], hosts=[{"address": server.url, "socket_timeout": 15}])
     settings.CHANNEL_LAYERS = {"default": default}
     channel_layers.backends.clear()

@@ -173,3 +173,19 @@ async def test_a_frame_above_daphnes_default_limit_reaches_the_app(app_env, alic
     finally:
         process.stop()
     assert [m.content for m in await rows(conversation)][0] == "still here"
+
+
+async def test_websockets_are_compressed_with_a_small_window(app_env, alice, upstream):
+    """permessage-deflate, as browsers offer it: a reply's small frames shrink to about their text."""
+    process = DaphneProcess(app_env)
+    try:
+        conversation = await sync_to_async(alice.conversation)()
+        async with daphne_tab(process, alice, conversation) as ws:
+            extensions = ws.response.headers["Sec-WebSocket-Extensions"]
+            assert "permessage-deflate" in extensions and "client_max_window_bits=10" in extensions
+            assert json.loads(await ws.recv())["type"] == "snapshot"
+            await ws.send(json.dumps({"type": "send", "content": "squeeze", "client_id": str(uuid.uuid4())}))
+            reply = await follow_reply(receiver(ws))
+        assert reply.end["type"] == "done" and reply.text == upstream.requests[-1]["streamed_text"]
+    finally:
+        process.stop()

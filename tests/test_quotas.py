@@ -115,3 +115,12 @@ def test_the_day_resets_in_the_sites_time_zone(alice, settings):
         quotas.check(alice.user)
     resets = timezone.localtime(datetime.fromisoformat(caught.value.detail["resets_at"]))
     assert (resets.hour, resets.minute) == (0, 0) and resets > timezone.now()
+
+
+def test_members_see_their_usage_and_limits_on_their_account_page(alice, bob):
+    Quota.objects.create(member=None, tokens_per_day=5000, requests_per_minute=12)
+    spend(alice, 1234)
+    spend(bob, 999)
+    page = alice.client.get("/account/").content.decode()
+    assert "1234 of 5000" in page and "12" in page
+    assert "999" not in page  # someone else's spending

@@ -179,10 +179,13 @@ async def test_a_resent_client_id_creates_no_second_message(alice, upstream, soc
     tab = await open_tab(sockets, alice, conversation)
     client_id = str(uuid.uuid4())
     await tab.send(type="send", content="once", client_id=client_id)
+    question = await tab.until(lambda frame: frame["type"] == "message")
+    assert question["message"]["client_id"] == client_id  # the page clears its box on seeing it
     await follow_reply(tab.recv)
     await tab.send(type="send", content="once", client_id=client_id)
     echo = await tab.recv()
     assert echo["type"] == "message" and echo["message"]["content"] == "once"
+    assert echo["message"]["client_id"] == client_id
     await assert_silent(tab, alice)
     rows = await messages_of(conversation)
     assert [m.role for m in rows] == ["user", "assistant"]

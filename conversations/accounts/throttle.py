@@ -34,6 +34,7 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
+from django.utils.translation import ngettext
 
 # Set on the request when an attempt was refused: seconds until the lock ends.
 REFUSED_ATTR = "login_refused_for"
@@ -129,8 +130,11 @@ def clear_account(request, username: str) -> None:
 
 def refusal_message(seconds: float) -> str:
     minutes = max(1, math.ceil(seconds / 60))
-    unit = "minute" if minutes == 1 else "minutes"
-    return f"Too many failed sign-in attempts. For your security, please try again in {minutes} {unit}."
+    return ngettext(
+        "Too many failed sign-in attempts. For your security, please try again in %(minutes)d minute.",
+        "Too many failed sign-in attempts. For your security, please try again in %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
 
 
 class LoginThrottleGate:

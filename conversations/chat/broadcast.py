@@ -135,8 +135,17 @@ async def group_send(group: str, event: dict) -> None:
 
 
 async def publish(conversation_id, event: dict) -> None:
-    """Send an event to the sockets of a conversation now (deltas: no transaction behind them)."""
-    await group_send(conversation_group(conversation_id), event)
+    """Send a reply's delta to the sockets of a conversation now (no transaction behind it).
+
+    Lossy on purpose: a socket that misses one sees the gap and catches up (realtime/delivery.py),
+    so the layer may keep deltas in this process while no other listens (chat/layer.py).
+    """
+    layer = get_channel_layer()
+    send = getattr(layer, "group_send_lossy", layer.group_send)
+    try:
+        await send(conversation_group(conversation_id), event)
+    except LAYER_ERRORS as error:
+        raise Unavailable(f"the channel layer is unavailable ({type(error).__name__})") from error
 
 
 async def send_all(events: list[tuple[str, dict]]) -> None:

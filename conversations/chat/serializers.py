@@ -29,6 +29,9 @@ def message_dict(message: Message, siblings: list[str] | None = None) -> dict:
             sent = message.request.get("message_ids") or []
             data["context"] = {"first_message_id": sent[0] if sent else None,
                                "dropped": message.request.get("dropped_messages", 0)}
+    if message.client_id:
+        # The sending tab's own id for the frame: it clears its composer when it sees it come back.
+        data["client_id"] = str(message.client_id)
     if siblings is not None:
         data["sibling_ids"] = siblings
     if message.error_code:

@@ -25,6 +25,7 @@ from conversations.chat.serializers import conversation_dict
 from conversations.chat.snapshots import branch_dicts
 from conversations.models import Conversation, Provider
 from conversations.upstream import providers
+from conversations.web.forms import AccountForm
 
 LIST_LIMIT = 200
 
@@ -140,10 +141,24 @@ class ConversationForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
-def invalid_form(form: ConversationForm) -> JsonResponse:
+def invalid_form(form: forms.BaseForm) -> JsonResponse:
     fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+    if "params" in fields and isinstance(form.data.get("params"), dict):
+        fields.update(param_errors(form.data["params"]))
     first = next(iter(fields.values()))[0]
     return error(400, "invalid", first, fields=fields)
+
+
+def param_errors(params: dict) -> dict[str, list[str]]:
+    """`params.<name>` for each parameter that fails on its own, so a settings form can show
+    the server's words next to the field they are about (`params` keeps the first of them)."""
+    found = {}
+    for name, value in params.items():
+        try:
+            clean_params({name: value})
+        except ParamsError as exc:
+            found[f"params.{name}"] = [str(exc)]
+    return found
 
 
 @member_api
@@ -224,6 +239,19 @@ def models(request):
         answer["unavailable"] = [{"provider": "", "code": failure.code,
                                   "message": describe(failure.code, failure.detail)}]
     return JsonResponse(answer)
+
+
+@member_api
+@require_http_methods(["GET", "PATCH"])
+def account(request):
+    """The member's own settings (language, theme, default model): the page's theme switch saves here."""
+    if request.method == "PATCH":
+        form = AccountForm(read_json(request), instance=request.user, partial=True)
+        if not form.is_valid():
+            return invalid_form(form)
+        form.save()
+    member = request.user
+    return JsonResponse({"language": member.language, "theme": member.theme, "default_model": member.default_model})
 
 
 def csrf_failure(request, reason=""):

@@ -1,173 +1,251 @@
-// The conversation page: one websocket, a snapshot, then exact deltas.
-// Text is shown with textContent only: model output is never parsed as HTML.
-(function () {
-  "use strict";
-  const root = document.getElementById("chat");
-  if (!root) return;
-  const conversationId = root.dataset.conversationId;
-  const list = document.getElementById("messages");
-  const statusLine = document.getElementById("status");
-  const form = document.getElementById("composer");
-  const input = document.getElementById("input");
-  const stopButton = document.getElementById("stop");
-  const titleEl = document.getElementById("title");
-  const shown = new Map(); // message id -> {el, body, text, length (code points)}
-  let socket = null;
-  let retry = 0;
-  let streamingId = null;
+// The chat page: wires the socket, the message list, the composer, the sidebar and the settings
+// together. Each module does one thing; what happens on each frame is decided here.
+import { api } from "./api.js";
+import { setupComposer, uuid } from "./composer.js";
+import { errorText, gettext } from "./i18n.js";
+import { setupMessageList } from "./message-list.js";
+import { setupSettings } from "./settings.js";
+import { setupSidebar } from "./sidebar.js";
+import { goToSignIn, openSocket } from "./socket.js";
 
-  const codePoints = (s) => { let n = 0; for (const _ of s) n++; return n; };
+const $ = (id) => document.getElementById(id);
+const data = JSON.parse($("page-data").textContent);
+let conversation = data.conversation; // null on a new chat until its first message is sent
+const draft = { model: data.default_model, provider: "", system_prompt: "", params: {} };
+const current = () => conversation || draft;
+const siteName = document.title.includes(" · ") ? document.title.slice(document.title.lastIndexOf(" · ") + 3) : document.title;
+let socket = null;
+let waitingFrame = null; // a frame to send once the socket has its snapshot (the first send of a new chat)
 
-  function uuid() {
-    if (crypto.randomUUID) return crypto.randomUUID();
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
-    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
+const notice = $("notice");
+function say(text) { notice.textContent = text || ""; }
 
-  function textOf(content) {
-    if (typeof content === "string") return content;
-    return (content || []).map((p) => (p.type === "text" ? p.text : "[image]")).join("\n");
-  }
+function showTitle(title) {
+  const shown = title || gettext("New chat");
+  $("title").textContent = shown;
+  document.title = `${shown} · ${siteName}`;
+}
 
-  function render(message) {
-    let item = shown.get(message.id);
-    if (!item) {
-      const el = document.createElement("li");
-      el.dataset.id = message.id;
-      const role = document.createElement("div");
-      role.className = "role";
-      const body = document.createElement("div");
-      body.className = "body";
-      const note = document.createElement("div");
-      note.className = "note";
-      el.append(role, body, note);
-      list.append(el);
-      item = { el, body, note, length: 0 };
-      shown.set(message.id, item);
+function send(frame) {
+  if (socket && socket.send(frame)) return true;
+  say(gettext("Not connected; trying again…"));
+  return false;
+}
+
+async function copy(text, trigger) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) await navigator.clipboard.writeText(text);
+    else {
+      const area = document.createElement("textarea");
+      area.value = text;
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
     }
-    item.el.className = `message ${message.role} ${message.status}`;
-    item.el.querySelector(".role").textContent = message.role === "user" ? "You" : (message.model || "Assistant");
-    const text = textOf(message.content);
-    item.length = codePoints(text);
-    item.body.textContent = text;
-    item.note.textContent = message.error ? message.error.message : (message.status !== "complete" && message.status !== "streaming" ? message.status : "");
-    if (message.status === "streaming") setStreaming(message.id);
-    return item;
-  }
-
-  function showTitle(title) {
-    titleEl.textContent = title || "New conversation";
-    document.title = `${titleEl.textContent} · Team chat`;
-    const current = document.querySelector(".conversation-list li.current a");
-    if (current) current.textContent = title || "Untitled";
-  }
-
-  function setStreaming(id) {
-    streamingId = id;
-    stopButton.hidden = !id;
-  }
-
-  function appendDelta(frame) {
-    const item = shown.get(frame.message_id);
-    if (!item) return reconnect();
-    let content = frame.content;
-    if (frame.offset > item.length) return reconnect(); // a gap: start again from a snapshot
-    if (frame.offset < item.length) content = Array.from(content).slice(item.length - frame.offset).join("");
-    item.length += codePoints(content);
-    item.body.append(content); // a text node per delta: no re-rendering of the whole reply
-    list.scrollTop = list.scrollHeight;
-  }
-
-  function handle(frame) {
-    switch (frame.type) {
-      case "snapshot":
-        list.replaceChildren();
-        shown.clear();
-        setStreaming(null);
-        showTitle(frame.conversation.title);
-        frame.messages.forEach(render);
-        statusLine.textContent = "";
-        retry = 0;
-        break;
-      case "message":
-        render(frame.message);
-        break;
-      case "delta":
-        appendDelta(frame);
-        break;
-      case "done": {
-        const item = shown.get(frame.message_id);
-        if (item) {
-          item.el.classList.remove("streaming");
-          item.el.classList.add(frame.status);
-          if (frame.status !== "complete") item.note.textContent = frame.status;
-        }
-        if (streamingId === frame.message_id) setStreaming(null);
-        break;
-      }
-      case "error": {
-        const item = frame.message_id && shown.get(frame.message_id);
-        if (item) {
-          item.el.classList.remove("streaming");
-          item.el.classList.add("error");
-          item.note.textContent = frame.message;
-          if (streamingId === frame.message_id) setStreaming(null);
-        } else {
-          statusLine.textContent = frame.message;
-        }
-        break;
-      }
-      case "title":
-        showTitle(frame.title);
-        break;
+    if (trigger) {
+      const before = trigger.textContent;
+      trigger.textContent = gettext("Copied");
+      setTimeout(() => { trigger.textContent = before; }, 1500);
     }
+  } catch {
+    say(gettext("Could not copy to the clipboard."));
   }
+}
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(`${scheme}://${location.host}/ws/conversations/${conversationId}/`);
-    // The backoff resets on a snapshot, not on open: during a Redis outage the server
-    // accepts and then closes with 1013 (try again later), and that must not reset it.
-    socket.onmessage = (event) => handle(JSON.parse(event.data));
-    socket.onclose = (event) => {
-      if (event.code === 4404) { statusLine.textContent = "This conversation does not exist."; return; }
-      if (event.code === 4401) { signIn(); return; } // signed out, or the password changed
-      statusLine.textContent = event.code === 1013 && event.reason
-        ? `${event.reason} Reconnecting…`
-        : "Disconnected; reconnecting…";
-      // A refused handshake looks like any lost connection: after a few, ask whether we are still signed in.
-      if (retry >= 2) {
-        fetch(`/api/conversations/${conversationId}/`, { credentials: "same-origin" })
-          .then((answer) => { if (answer.status === 401) signIn(); })
-          .catch(() => {});
-      }
-      setTimeout(connect, Math.min(10000, 500 * 2 ** retry++));
-    };
+const messages = setupMessageList({
+  list: $("messages"),
+  scroller: $("scroller"),
+  jump: $("jump"),
+  actions: {
+    copy,
+    regenerate: (id) => send({ type: "regenerate", message_id: id, client_id: uuid() }),
+    edit: (id, text) => send({ type: "edit", message_id: id, content: text, client_id: uuid() }),
+    select: (id) => send({ type: "select", message_id: id }),
+  },
+});
+
+// Code blocks' copy buttons are in rendered Markdown: one listener for all of them.
+$("messages").addEventListener("click", (event) => {
+  const button = event.target.closest(".copy-code");
+  if (button) copy(button.closest(".code-block").querySelector("code").textContent, button);
+});
+
+const composer = setupComposer({
+  form: $("composer"),
+  input: $("input"),
+  sendButton: $("send"),
+  stopButton: $("stop"),
+  onSend: (text, clientId) => {
+    say("");
+    if (!conversation) { startConversation(text, clientId); return; }
+    send({ type: "send", content: text, client_id: clientId }); // if closed, sent again after the snapshot
+  },
+  onStop: () => send({ type: "stop" }),
+});
+
+const sidebar = setupSidebar({
+  root: $("sidebar"),
+  listEl: $("conversation-list"),
+  search: $("search"),
+  toggle: $("sidebar-toggle"),
+  backdrop: $("sidebar-backdrop"),
+  confirmDialog: $("confirm-delete"),
+  currentId: conversation ? conversation.id : null,
+  initial: data.conversations,
+  onError: say,
+});
+
+const settings = setupSettings({
+  picker: $("model"),
+  dialog: $("settings"),
+  openButton: $("settings-open"),
+  getConversation: current,
+  defaultModel: data.default_model,
+  save: async (fields) => {
+    if (!conversation) { Object.assign(draft, fields); return; } // kept for the first send
+    const saved = await api.updateConversation(conversation.id, fields);
+    delete saved.messages;
+    conversation = { ...saved, provider: fields.provider ?? conversation.provider };
+  },
+});
+settings.onPickerError(say);
+
+function updateStreaming() {
+  const streaming = messages.streaming();
+  composer.setStreaming(Boolean(streaming));
+  $("welcome").hidden = !messages.isEmpty();
+}
+
+/** The first send of a new chat creates the conversation; the URL becomes its own. */
+async function startConversation(text, clientId) {
+  try {
+    conversation = await api.createConversation({
+      model: draft.model || "", provider: draft.provider || "", system_prompt: draft.system_prompt, params: draft.params,
+    });
+  } catch (error) {
+    composer.refused();
+    if (error.fields && Object.keys(error.fields).some((k) => k !== "title")) {
+      settings.showErrors(error.fields);
+    }
+    say(errorText(error.code, null, error.message));
+    return;
   }
-
-  function signIn() {
-    statusLine.textContent = "Signed out; taking you to the sign-in page…";
-    location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname)}`);
-  }
-
-  function reconnect() {
-    if (socket) socket.close();
-  }
-
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const content = input.value;
-    if (!content.trim() || !socket || socket.readyState !== WebSocket.OPEN) return;
-    socket.send(JSON.stringify({ type: "send", content, client_id: uuid() }));
-    input.value = "";
-  });
-  input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
-  });
-  stopButton.addEventListener("click", () => {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "stop" }));
-  });
+  history.replaceState(null, "", `/c/${conversation.id}/`);
+  $("chat").dataset.conversationId = conversation.id;
+  sidebar.setCurrent(conversation.id);
+  sidebar.upsert(conversation);
+  waitingFrame = { type: "send", content: text, client_id: clientId };
   connect();
-})();
+}
+
+function onSnapshot(frame) {
+  conversation = { ...conversation, ...frame.conversation };
+  showTitle(conversation.title);
+  settings.refresh();
+  messages.reset(frame.messages);
+  $("connection").textContent = "";
+  const pending = composer.pending();
+  if (pending) {
+    // Sent before the connection dropped? The snapshot says; if not there, send it again (same client_id).
+    if (frame.messages.some((m) => m.client_id === pending.clientId)) composer.accepted(pending.clientId);
+    else if (!waitingFrame) send({ type: "send", content: pending.text, client_id: pending.clientId });
+  }
+  if (waitingFrame) {
+    const frameToSend = waitingFrame;
+    waitingFrame = null;
+    send(frameToSend);
+  }
+  updateStreaming();
+}
+
+function onError(frame) {
+  const view = frame.message_id && messages.get(frame.message_id);
+  if (view) {
+    view.finish("error", null, null, { code: frame.code, message: frame.message, detail: frame.detail || {} });
+    updateStreaming();
+    return;
+  }
+  // Refused before anything was stored (busy, too large, invalid, rate limited): the text stays.
+  composer.refused();
+  say(errorText(frame.code, frame.detail, frame.message));
+}
+
+function handle(frame) {
+  switch (frame.type) {
+    case "snapshot":
+      onSnapshot(frame);
+      break;
+    case "message": {
+      messages.show(frame.message);
+      if (frame.message.client_id) composer.accepted(frame.message.client_id);
+      updateStreaming();
+      break;
+    }
+    case "delta": {
+      const view = messages.get(frame.message_id);
+      // A gap (or a reply this tab never saw start): start again from a snapshot.
+      if (!view || !view.appendDelta(frame.offset, frame.content)) socket.restart();
+      break;
+    }
+    case "reasoning": {
+      const view = messages.get(frame.message_id);
+      if (!view || !view.appendReasoning(frame.offset, frame.content)) socket.restart();
+      break;
+    }
+    case "done": {
+      const view = messages.get(frame.message_id);
+      if (view) view.finish(frame.status, frame.finish_reason, frame.usage);
+      updateStreaming();
+      break;
+    }
+    case "error":
+      onError(frame);
+      break;
+    case "title":
+      if (conversation) conversation.title = frame.title;
+      showTitle(frame.title);
+      break;
+    case "conversation_created":
+      sidebar.upsert(frame.conversation);
+      break;
+    case "conversation_updated":
+      sidebar.upsert(frame.conversation);
+      if (conversation && frame.conversation.id === conversation.id) {
+        conversation = { ...conversation, ...frame.conversation };
+        showTitle(conversation.title);
+        settings.refresh();
+      }
+      break;
+    case "conversation_deleted":
+      sidebar.remove(frame.conversation_id);
+      if (conversation && frame.conversation_id === conversation.id) say(gettext("This conversation was deleted."));
+      break;
+  }
+}
+
+function connect() {
+  if (socket) socket.close();
+  const path = conversation ? `/ws/conversations/${conversation.id}/` : "/ws/member/";
+  socket = openSocket(path, {
+    onFrame: handle,
+    onState: (state) => {
+      $("connection").textContent = state === "reconnecting" ? gettext("Reconnecting…") : "";
+    },
+    onGone: () => {
+      say(conversation ? gettext("This conversation was deleted, or it is not yours.") : "");
+      $("input").disabled = true;
+      $("send").disabled = true;
+    },
+    onSignedOut: () => {
+      say(gettext("Signed out; taking you to the sign-in page…"));
+      goToSignIn();
+    },
+  });
+}
+
+showTitle(conversation ? conversation.title : "");
+updateStreaming();
+connect();
+composer.focus();
+$("chat").dataset.ready = "true"; // the composer listens from here on (tests wait for it, as a member waits for the page)

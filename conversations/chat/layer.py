@@ -1,0 +1,143 @@
+"""The channel layer: channels-redis's Pub/Sub layer, with sockets of this process served first.
+
+Most sockets of a conversation are usually on the process that runs its
+reply. Through the stock layer every delta still goes to Redis and back: one
+PUBLISH, one read on the subscription, a msgpack round trip, per delta and per
+process. Here:
+
+- A message for a group or channel with members in this process is put on
+  their queues directly, as the dict it is (no serialisation, no Redis).
+- It is published to Redis only for other processes, tagged with this
+  process's origin so that our own subscription drops it unread.
+- Lossy messages (a reply's deltas: a socket that misses one sees the gap in
+  offsets and asks the reply for its text) are not published at all while
+  Redis says no other process listens to the group: PUBLISH answers how many
+  subscribers got it, so after a delta only this process received, the next
+  deltas of that group stay local for a second, then one is published again
+  to ask. A process that starts listening to a group says so at once (a
+  "hello" on the group's channel), which ends the quiet at every publisher.
+- Everything else (a reply's start and end, stop and sync requests, member
+  news) is always published.
+
+Built on channels-redis 4.3's Pub/Sub layer (pinned); it reaches into the
+shard's connection for PUBLISH's answer, and tests/test_layer.py covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
+from channels_redis.utils import _wrap_close
+
+QUIET_SECONDS = 1.0  # how long a group's deltas stay local before a publish asks again
+HELLO = b"\x00hello"
+
+
+class LocalFirstShard(RedisSingleShardConnection):
+    def _receive_message(self, message):
+        if message is None:
+            return
+        data = message["data"]
+        layer: LocalFirstLoopLayer = self.channel_layer
+        origin, payload = data[: len(layer.origin)], data[len(layer.origin):]
+        if origin == layer.origin:
+            return  # published by this process: its members here have it already
+        name = message["channel"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        if payload == HELLO:
+            layer.quiet.pop(name, None)  # another process listens to this group now
+            return
+        super()._receive_message({"channel": name, "data": payload})
+
+
+class LocalFirstLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shards = [LocalFirstShard(shard.host, self) for shard in self._shards]
+        self.origin = uuid.uuid4().hex[:16].encode()
+        self.quiet: dict[str, float] = {}  # group channel -> until when nobody else listens to it
+
+    async def _publish(self, name: str, payload: bytes) -> int:
+        """PUBLISH through the shard's connection, and how many subscriptions received it."""
+        shard = self._get_shard(name)
+        async with shard._lock:
+            shard._ensure_redis()
+            return await shard._redis.publish(name, self.origin + payload)
+
+    def _deliver_here(self, names, message: dict) -> None:
+        for name in names:
+            queue = self.channels.get(name)
+            if queue is not None:
+                queue.put_nowait(message)
+
+    async def send(self, channel, message):
+        if channel in self.channels:
+            self.channels[channel].put_nowait(message)
+            return
+        await self._publish(channel, self.channel_layer.serialize(message))
+
+    async def group_send(self, group, message):
+        await self._group_send(group, message, lossy=False)
+
+    async def group_send_lossy(self, group, message):
+        """A message a member may miss (it recovers): kept in this process while no other listens."""
+        await self._group_send(group, message, lossy=True)
+
+    async def _group_send(self, group, message, lossy: bool) -> None:
+        name = self._get_group_channel_name(group)
+        here = self.groups.get(name, ())
+        self._deliver_here(list(here), message)
+        loop = asyncio.get_running_loop()
+        if lossy and self.quiet.get(name, 0.0) > loop.time():
+            return
+        receivers = await self._publish(name, self.channel_layer.serialize(message))
+        if receivers <= (1 if here else 0):
+            self.quiet[name] = loop.time() + QUIET_SECONDS
+        else:
+            self.quiet.pop(name, None)
+
+    async def group_add(self, group, channel):
+        name = self._get_group_channel_name(group)
+        first = name not in self.groups
+        await super().group_add(group, channel)
+        if first:
+            await self._publish(name, HELLO)  # any process keeping this group's deltas to itself, stop
+
+    async def receive(self, channel):
+        """The stock receive, but a message delivered here is already a dict: no deserialising."""
+        if channel not in self.channels:
+            await self._subscribe_to_channel(channel)
+        queue = self.channels[channel]
+        try:
+            message = await queue.get()
+        except (TimeoutError, asyncio.CancelledError, GeneratorExit):
+            # As channels-redis does: a cancelled receive is a consumer leaving; unsubscribe.
+            if channel in self.channels:
+                del self.channels[channel]
+                try:
+                    await self._get_shard(channel).unsubscribe(channel)
+                except BaseException:
+                    pass
+            raise
+        return message if isinstance(message, dict) else self.channel_layer.deserialize(message)
+
+    async def flush(self):
+        self.quiet.clear()
+        await super().flush()
+
+
+class LocalFirstPubSubLayer(RedisPubSubChannelLayer):
+    """settings.CHANNEL_LAYERS' backend with REDIS_URL (one LocalFirstLoopLayer per event loop)."""
+
+    def _get_layer(self):
+        loop = asyncio.get_running_loop()
+        try:
+            return self._layers[loop]
+        except KeyError:
+            layer = LocalFirstLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+            return layer
