@@ -7,7 +7,7 @@ client against that database, and captures the queries the page runs. Each query
 searches (the page's rows and its count) is timed with EXPLAIN ANALYZE with the trigram
 indexes and, in a transaction rolled back afterwards, without them. The seed is kept between
 runs (`--reseed` makes it again) and built with the indexes dropped, then recreated, which
-also measures what migration 0007_review_audit_search costs on a table of that size.
+also measures what migration 0008_review_audit_search costs on a table of that size.
 
 Postgres must run (`BENCH_PG_URL`, default postgres://postgres@127.0.0.1:5432/postgres).
 `seed_statements` is shared with tests/test_admin_search.py (100,000 messages).
@@ -127,7 +127,7 @@ def seed(conversations: int, messages: int, needle_every: int) -> dict:
         cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY(%s)",
                        [list(TRIGRAM_INDEXES)])
         definitions = dict(cursor.fetchall())
-        assert set(definitions) == set(TRIGRAM_INDEXES), f"migration 0007_review_audit_search is not applied: {definitions}"
+        assert set(definitions) == set(TRIGRAM_INDEXES), f"migration 0008_review_audit_search is not applied: {definitions}"
         cursor.execute("TRUNCATE conversations_usage, conversations_message, conversations_conversation")
         for name in TRIGRAM_INDEXES:
             cursor.execute(f"DROP INDEX {name}")

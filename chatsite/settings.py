@@ -393,6 +393,12 @@ DRAIN_SECONDS = envfloat("DRAIN_SECONDS", 25.0)
 # (coalesced deltas are a few KiB/s) yet caps what one tab that stopped reading can pin.
 WS_SEND_BUFFER_BYTES = envint("WS_SEND_BUFFER_BYTES", 1024 * 1024, minimum=64 * 1024)
 
+# Importing conversations (POST /api/import, chat/imports.py): the largest file, and the most
+# conversations and messages one file may hold. A file over any of them is refused whole.
+IMPORT_MAX_BYTES = envint("IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+IMPORT_MAX_CONVERSATIONS = envint("IMPORT_MAX_CONVERSATIONS", 2000, minimum=1)
+IMPORT_MAX_MESSAGES = envint("IMPORT_MAX_MESSAGES", 100_000, minimum=1)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

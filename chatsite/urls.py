@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.accounts import throttle as login_throttle
-from conversations.web import api, signup, uploads, views
+from conversations.web import account, api, imports, presets, signup, uploads, views
 
 urlpatterns = [
     path("", views.new_chat, name="index"),
@@ -13,9 +13,13 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/", api.conversation, name="api_conversation"),
     path("api/conversations/<str:conversation_id>/export", api.export, name="api_export"),
     path("api/models/", api.models, name="api_models"),
-    path("api/account/", api.account, name="api_account"),
     path("api/uploads/", uploads.upload, name="api_uploads"),
     path("api/uploads/<str:attachment_id>", uploads.download, name="api_upload"),
+    path("api/presets/", presets.preset_list, name="api_presets"),
+    path("api/presets/<str:preset_id>/", presets.preset_detail, name="api_preset"),
+    path("api/account/", account.account, name="api_account"),
+    path("api/export", imports.export_all, name="api_export_all"),
+    path("api/import", imports.import_file, name="api_import"),
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
     path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
     # Joining: an invite link from staff, or self-signup when SIGNUP_ENABLED is on.

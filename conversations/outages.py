@@ -24,6 +24,7 @@ import logging
 import time
 
 from django.http import HttpResponse, JsonResponse
+from django.utils.translation import gettext_lazy
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,8 +40,8 @@ SOCKET_REASONS = {  # a close frame's reason
     "channel layer": "The server cannot reach its message broker; reconnect shortly.",
 }
 HTTP_REASONS = {
-    "database": "The server cannot reach its database; try again shortly.",
-    "redis": "The server cannot reach Redis; try again shortly.",
+    "database": gettext_lazy("The server cannot reach its database; try again shortly."),
+    "redis": gettext_lazy("The server cannot reach Redis; try again shortly."),
 }
 LOG_EVERY_SECONDS = 10
 _last_logged: dict[str, float] = {}
@@ -115,8 +116,8 @@ class OutageMiddleware:
                           kind, exception.__class__.__name__)
         if request.path.startswith("/api/"):
             # The API's error shape (web/api.py), built here: this module sits below the edges.
-            response = JsonResponse({"error": {"code": "unavailable", "message": HTTP_REASONS[kind]}}, status=503)
+            response = JsonResponse({"error": {"code": "unavailable", "message": str(HTTP_REASONS[kind])}}, status=503)
         else:
-            response = HttpResponse(HTTP_REASONS[kind], status=503, content_type="text/plain; charset=utf-8")
+            response = HttpResponse(str(HTTP_REASONS[kind]), status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
         return response

@@ -114,7 +114,7 @@ def test_the_member_language_wins_over_the_browser(alice):
 def test_the_account_api_saves_the_theme(alice):
     response = alice.client.patch("/api/account/", json.dumps({"theme": "dark"}), content_type="application/json")
     assert response.status_code == 200
-    assert response.json() == {"language": "", "theme": "dark", "default_model": ""}
+    assert response.json() == {"language": "", "theme": "dark", "default_model": "", "default_preset": None}
     assert Member.objects.get(pk=alice.user.pk).theme == "dark"
 
 

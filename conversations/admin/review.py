@@ -80,7 +80,7 @@ def content_search(queryset, terms: list[str]):
     """Conversations whose title or any message contains every term (case-insensitively).
 
     Each term is Django's `icontains` (UPPER(col) LIKE UPPER('%term%')), which the
-    trigram indexes on UPPER(title) and UPPER(content) serve (migration 0007_review_audit_search). The ids
+    trigram indexes on UPPER(title) and UPPER(content) serve (migration 0008_review_audit_search). The ids
     matching a term are one subquery, the titles' UNION ALL the messages', which
     Postgres joins as a semi-join: no row per message, no DISTINCT, and never the
     plan an OR of the two invites, which re-scans the messages for each conversation
@@ -264,14 +264,12 @@ class ConversationAdmin(admin.ModelAdmin):
                 AuditEntry.record(action, actor=request.user, owner=conversation.owner,
                                   conversation_id=conversation.id, detail={"selected": len(chosen)})
             if kind == "json":
-                body = json.dumps({
-                    "exported_at": now.isoformat(),
-                    "exported_by": request.user.get_username(),
-                    "conversations": [exports.as_json(c, review=True) for c in chosen],
-                }, ensure_ascii=False, indent=2)
+                data = exports.all_as_json(chosen, review=True)
+                data["exported_by"] = request.user.get_username()
+                body = json.dumps(data, ensure_ascii=False, indent=2)
                 content_type = "application/json"
             else:
-                body = "\n\n---\n\n".join(exports.as_markdown(c, review=True) for c in chosen)
+                body = exports.all_as_markdown(chosen, review=True)
                 content_type = "text/markdown; charset=utf-8"
         if len(chosen) == 1:
             name = slugify(chosen[0].title)[:60] or "conversation"

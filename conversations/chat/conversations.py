@@ -8,14 +8,13 @@ open tabs are told and its reply is stopped at once.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from conversations.chat import broadcast
+from conversations.chat import broadcast, presets
 from conversations.chat.access import get_conversation
 from conversations.chat.serializers import conversation_dict
-from conversations.models import AuditEntry, Conversation, Message
+from conversations.models import AuditEntry, Conversation, Message, Preset
 
 EDITABLE = ("title", "model", "provider", "system_prompt", "params")
 
@@ -28,16 +27,23 @@ def announce_changed(conversation: Conversation, kind: str) -> None:
     )
 
 
-def create_conversation(member, *, title: str = "", model: str = "", provider=None, system_prompt: str = "",
-                        params: dict | None = None) -> Conversation:
-    """A new conversation; without a model, the member's default model, else the team's."""
+def create_conversation(member, *, title: str = "", model: str = "", provider=None, system_prompt: str | None = None,
+                        params: dict | None = None, preset: Preset | None = None) -> Conversation:
+    """A new conversation from `preset`, else from the member's default preset (chat/presets.py).
+
+    What the caller gives wins over the preset's, field by field: a `model` (with its
+    `provider`), a `system_prompt`, `params` (None: not given). Without a model from
+    either, the member's default model, else the team's.
+    """
+    start = presets.starting_point(member, preset, with_model=not model)
     if not model:
-        model, provider = (member.default_model or settings.DEFAULT_MODEL), None
+        model, provider = start.model, start.provider
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=member, title=title, title_source=Conversation.TitleSource.MEMBER if title else "",
             model=model, provider=provider,
-            system_prompt=system_prompt, params=params or {},
+            system_prompt=start.system_prompt if system_prompt is None else system_prompt,
+            params=start.params if params is None else params,
         )
         announce_changed(conversation, "conversation_created")
     return conversation

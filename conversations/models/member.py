@@ -65,6 +65,9 @@ class Member(AbstractUser):
     theme = models.CharField(max_length=8, blank=True, choices=Theme.choices)
     # The model new conversations start with; blank: the team's default (settings.DEFAULT_MODEL).
     default_model = models.CharField(max_length=200, blank=True)
+    # The preset new conversations start from (its own or a team one); null: none, the default model.
+    default_preset = models.ForeignKey("conversations.Preset", null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="+")
 
     objects = MemberManager()
 

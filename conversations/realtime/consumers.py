@@ -25,6 +25,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import translation
+from django.utils.translation import gettext as _
 
 from conversations.accounts.language import socket_language
 from conversations.accounts.sessions import session_digest, still_signed_in
@@ -233,7 +234,7 @@ class MemberConsumer(MemberSocket):
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if await self._frame_allowed():
-            await self._error("invalid", text="This socket takes no frames.")
+            await self._error("invalid", text=_("This socket takes no frames."))
 
 
 class ConversationConsumer(MemberSocket):
@@ -274,7 +275,7 @@ class ConversationConsumer(MemberSocket):
         if not await self._frame_allowed():
             return
         if text_data is None:
-            await self._error("invalid", text="Only JSON text frames are accepted.")
+            await self._error("invalid", text=_("Only JSON text frames are accepted."))
             return
         try:
             frame = parse_frame(text_data)

@@ -16,7 +16,7 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.text import slugify
 from django.utils.translation import gettext
 
-from conversations.chat import exports
+from conversations.chat import exports, presets
 from conversations.chat.access import NotFound, get_conversation
 from conversations.chat.conversations import create_conversation, delete_conversation, update_conversation
 from conversations.chat.errors import describe
@@ -25,7 +25,6 @@ from conversations.chat.serializers import conversation_dict
 from conversations.chat.snapshots import branch_dicts
 from conversations.models import Conversation, Provider
 from conversations.upstream import providers
-from conversations.web.forms import AccountForm
 
 LIST_LIMIT = 200
 
@@ -40,11 +39,11 @@ def member_api(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_authenticated:
-            return error(401, "unauthenticated", "Sign in first.")
+            return error(401, "unauthenticated", gettext("Sign in first."))
         try:
             return view(request, *args, **kwargs)
         except NotFound:
-            return error(404, "not_found", "No such conversation.")
+            return error(404, "not_found", gettext("No such conversation."))
         except BadBody as exc:
             return error(400, "invalid", str(exc))
 
@@ -62,7 +61,7 @@ def require_http_methods(allowed: list[str]):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
             if request.method not in allowed:
-                response = error(405, "method_not_allowed", f"Use {', '.join(allowed)}.")
+                response = error(405, "method_not_allowed", gettext("Use %(methods)s.") % {"methods": ", ".join(allowed)})
                 response["Allow"] = ", ".join(allowed)
                 return response
             return view(request, *args, **kwargs)
@@ -76,17 +75,19 @@ def read_json(request) -> dict:
     try:
         data = json.loads(request.body or b"{}")
     except ValueError:
-        raise BadBody("The body must be a JSON object.") from None
+        raise BadBody(gettext("The body must be a JSON object.")) from None
     if not isinstance(data, dict):
-        raise BadBody("The body must be a JSON object.")
+        raise BadBody(gettext("The body must be a JSON object."))
     try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a \u escape: Postgres cannot store it
-        raise BadBody("The body must be valid Unicode.") from None
+        raise BadBody(gettext("The body must be valid Unicode.")) from None
     return data
 
 
 class ConversationForm(forms.Form):
+    STRINGS = ("title", "model", "provider", "system_prompt")  # a number or a list here is an error, not a text
+
     title = forms.CharField(max_length=200, required=False)
     model = forms.CharField(max_length=200, required=False)
     provider = forms.CharField(max_length=100, required=False)
@@ -96,7 +97,7 @@ class ConversationForm(forms.Form):
     def __init__(self, data: dict, member):
         self.member = member
         wrong_types = [
-            name for name in ("title", "model", "provider", "system_prompt")
+            name for name in self.STRINGS
             if name in data and not isinstance(data[name], str)
         ]
         if data.get("params") is not None and not isinstance(data["params"], dict):
@@ -108,9 +109,9 @@ class ConversationForm(forms.Form):
 
     def clean(self):
         for name in self.wrong_types:
-            self.add_error(name, "Must be an object or null." if name == "params" else "Must be a string.")
+            self.add_error(name, gettext("Must be an object or null.") if name == "params" else gettext("Must be a string."))
         if self.unknown:
-            raise forms.ValidationError(f"Unknown field(s): {', '.join(self.unknown)}")
+            raise forms.ValidationError(gettext("Unknown field(s): %(names)s") % {"names": ", ".join(self.unknown)})
         cleaned = super().clean()
         if "model" in self.present or "provider" in self.present:
             self._choose_model(cleaned)
@@ -141,6 +142,28 @@ class ConversationForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
 
+class NewConversationForm(ConversationForm):
+    """A new conversation may start from a preset (its own or the team's): `"preset": id`."""
+
+    STRINGS = (*ConversationForm.STRINGS, "preset")
+    preset = forms.CharField(required=False)
+
+    def clean(self):
+        cleaned = super().clean()
+        cleaned["preset"] = None
+        if self.data.get("preset") is None or "preset" in self.errors:
+            return cleaned
+        try:
+            preset = presets.get_preset(self.member, self.data["preset"])
+        except presets.PresetNotFound:
+            self.add_error("preset", gettext("No such preset."))
+            return cleaned
+        if not cleaned.get("model") and preset.model and presets.preset_model(self.member, preset) is None:
+            self.add_error("preset", gettext("This preset's model is not available to you."))
+        cleaned["preset"] = preset
+        return cleaned
+
+
 def invalid_form(form: forms.BaseForm) -> JsonResponse:
     fields = {name: [str(e) for e in errors] for name, errors in form.errors.items()}
     if "params" in fields and isinstance(form.data.get("params"), dict):
@@ -165,13 +188,14 @@ def param_errors(params: dict) -> dict[str, list[str]]:
 @require_http_methods(["GET", "POST"])
 def conversations(request):
     if request.method == "POST":
-        form = ConversationForm(read_json(request), request.user)
+        form = NewConversationForm(read_json(request), request.user)
         if not form.is_valid():
             return invalid_form(form)
         data = form.cleaned_data
+        given = {name: data[name] for name in ("system_prompt", "params") if name in form.present}  # win over presets
         conversation = create_conversation(
             request.user, title=data["title"], model=data["model"], provider=data.get("provider") or None,
-            system_prompt=data["system_prompt"], params=data["params"],
+            preset=data["preset"], **given,
         )
         return JsonResponse(conversation_dict(conversation), status=201)
     found = Conversation.objects.owned_by(request.user)
@@ -219,7 +243,7 @@ def export(request, conversation_id):
         response = HttpResponse(exports.as_markdown(conv), content_type="text/markdown; charset=utf-8")
         filename = f"{name}.md"
     else:
-        return error(400, "invalid", "format must be json or md.")
+        return error(400, "invalid", gettext("format must be json or md."))
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -241,23 +265,10 @@ def models(request):
     return JsonResponse(answer)
 
 
-@member_api
-@require_http_methods(["GET", "PATCH"])
-def account(request):
-    """The member's own settings (language, theme, default model): the page's theme switch saves here."""
-    if request.method == "PATCH":
-        form = AccountForm(read_json(request), instance=request.user, partial=True)
-        if not form.is_valid():
-            return invalid_form(form)
-        form.save()
-    member = request.user
-    return JsonResponse({"language": member.language, "theme": member.theme, "default_model": member.default_model})
-
-
 def csrf_failure(request, reason=""):
     """JSON for API callers, Django's page for everyone else."""
     if request.path.startswith("/api/"):
-        return error(403, "csrf", "CSRF check failed: send the csrftoken cookie's value as X-CSRFToken.")
+        return error(403, "csrf", gettext("CSRF check failed: send the csrftoken cookie's value as X-CSRFToken."))
     from django.views.csrf import csrf_failure as default
 
     return default(request, reason)

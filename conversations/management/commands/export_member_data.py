@@ -29,7 +29,7 @@ def member_data(member) -> dict:
             "is_active": member.is_active, "language": member.language, "theme": member.theme,
             "default_model": member.default_model,
         },
-        "conversations": [exports.as_json(c) for c in conversations],
+        "conversations": exports.all_as_json(list(conversations))["conversations"],
         "usage": [{
             "created_at": u.created_at.isoformat(), "conversation_id": str(u.conversation_id or "") or None,
             "model": u.model, "provider": u.provider, "prompt_tokens": u.prompt_tokens,

@@ -1,7 +1,7 @@
 """Staff review: the content permission, the audit log (which refuses UPDATE and DELETE),
 invite links, and the indexes of the staff's list and search.
 
-Self-contained on purpose (written beside 0003_providers, renumbered after it). The trigram
+Self-contained on purpose (written beside main's 0003-0007, numbered after them). The trigram
 indexes and the extension they need are Postgres only: on SQLite (a one-person
 trial) those operations do nothing and the search scans, as it did before.
 """
@@ -80,7 +80,7 @@ def unguard_audit_log(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0006_title_source'),
+        ('conversations', '0007_presets'),
     ]
 
     operations = [
