@@ -35,10 +35,12 @@ run: migrate
 	$(ENV) DEBUG=$${DEBUG:-true} $(BIN)/python manage.py ensure_member --if-no-users
 	$(ENV) DEBUG=$${DEBUG:-true} $(SERVE)
 
-## Run the app against the fake model server: no API key needed. Sign in as demo / demo-password.
+## Run the app against the fake model server: no API key needed. Sign in as demo / demo-password
+## (a member), or as reviewer / reviewer-password (a superuser) for the admin's review pages.
 demo: install-dev
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
-	DEBUG=true $(BIN)/python manage.py ensure_member --username demo --password demo-password
+	DEBUG=true $(BIN)/python manage.py ensure_member --username demo --password demo-password --role member
+	DEBUG=true $(BIN)/python manage.py ensure_member --username reviewer --password reviewer-password
 	$(BIN)/python -m tests.fake_upstream --port $(DEMO_UPSTREAM_PORT) --tokens 60 --delay 0.03 & \
 	trap "kill $$!" EXIT; \
 	DEBUG=true OPENAI_BASE_URL=http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/v1 OPENAI_API_KEY=demo DEFAULT_MODEL=fake-model \

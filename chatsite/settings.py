@@ -99,6 +99,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Trigram indexes for the staff's search (Postgres; the migration skips them on SQLite).
+    "django.contrib.postgres",
     "channels",
     "csp",
     "conversations",
@@ -240,6 +242,20 @@ if envbool("TEST_FAST_PASSWORD_HASHER", False):
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# Staff review (docs/security.md, "Staff review"). Off: nobody reads members' messages in the
+# admin, superusers included (counts and dates stay visible). On: staff holding the permission
+# "Can read the messages of members' conversations" (superusers hold every permission) read
+# transcripts and export them, and every reading is written to the audit log.
+STAFF_REVIEW_ENABLED = envbool("STAFF_REVIEW_ENABLED", True)
+# Anyone who can reach the site may create an account at /accounts/signup/. Off: staff create
+# members in the admin, or send invite links.
+SIGNUP_ENABLED = envbool("SIGNUP_ENABLED", False)
+# Days an invite link made in the admin stays usable (once).
+INVITE_DAYS = envint("INVITE_DAYS", 7, minimum=1)
+# Conversations with no activity for this many days are deleted by `manage.py purge_conversations`
+# (run it daily from cron). 0: keep them forever. Usage rows and the audit log are kept.
+RETENTION_DAYS = envint("RETENTION_DAYS", 0)
 
 # Sign-in throttling (conversations/login_throttle.py): failures are counted per
 # account and per client address over LOGIN_LOCKOUT_SECONDS; past a limit, sign-in

@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.accounts import throttle as login_throttle
-from conversations.web import account, api, imports, presets, uploads, views
+from conversations.web import account, api, imports, presets, signup, uploads, views
 
 urlpatterns = [
     path("", views.new_chat, name="index"),
@@ -22,6 +22,9 @@ urlpatterns = [
     path("api/import", imports.import_file, name="api_import"),
     # Django's sign-in page, throttled (the rest of django.contrib.auth.urls as is).
     path("accounts/login/", login_throttle.LoginView.as_view(), name="login"),
+    # Joining: an invite link from staff, or self-signup when SIGNUP_ENABLED is on.
+    path("accounts/invite/<str:token>/", signup.invite, name="invite"),
+    path("accounts/signup/", signup.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     # The script's words, in the page's language (a script file: no inline script, CSP holds).
     path("jsi18n/", JavaScriptCatalog.as_view(domain="djangojs"), name="javascript-catalog"),

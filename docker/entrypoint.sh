@@ -1,10 +1,12 @@
 #!/bin/sh
-# Default command of the image: apply migrations, then serve HTTP and websockets.
-# Any other command replaces this one, e.g.
-#   docker compose run --rm web python manage.py createsuperuser
+# Default command of the image: apply migrations, create the first staff member from
+# ADMIN_USERNAME / ADMIN_PASSWORD (nothing when unset or when it exists), then serve HTTP
+# and websockets. Any other command replaces this one, e.g.
+#   docker compose run --rm web python manage.py purge_conversations
 set -e
 
 python manage.py migrate --noinput
+python manage.py ensure_staff
 
 # daphne through chatsite/server.py, which drops a websocket that stops reading
 # (WS_SEND_BUFFER_BYTES). exec replaces the shell, so the server itself receives

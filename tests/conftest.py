@@ -364,3 +364,26 @@ def daphne_pair(app_env):
     yield started
     for process in started:
         process.stop()
+
+
+# Staff review (tests/test_admin_*.py): staff with and without the content permission.
+
+@pytest.fixture
+def make_staff(make_member):
+    """A staff member with a real session; `perms`: codenames of the conversations app to grant."""
+    from django.contrib.auth.models import Permission
+
+    def make(name: str, *, superuser: bool = False, perms: tuple[str, ...] = ()) -> Member:
+        staff = make_member(name, is_staff=True, is_superuser=superuser)
+        for codename in perms:
+            staff.user.user_permissions.add(
+                Permission.objects.get(content_type__app_label="conversations", codename=codename))
+        return staff
+
+    return make
+
+
+@pytest.fixture
+def reviewer(make_staff):
+    """A superuser: every permission, the content one included."""
+    return make_staff("reviewer", superuser=True)

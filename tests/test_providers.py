@@ -231,8 +231,8 @@ async def test_a_provider_key_appears_in_no_page_answer_frame_or_log(
         urls = ["/admin/", "/admin/conversations/provider/", f"/admin/conversations/provider/{north.pk}/change/",
                 f"/admin/conversations/provider/{south.pk}/change/", "/admin/conversations/usage/",
                 "/admin/conversations/usage/report/", "/admin/conversations/usage/report/?format=csv",
-                "/admin/conversations/conversation/", f"/admin/conversations/conversation/{conversation.pk}/change/",
-                "/admin/conversations/message/", "/admin/conversations/quota/"]
+                "/admin/conversations/conversation/", f"/admin/conversations/conversation/{conversation.pk}/transcript/",
+                "/admin/conversations/quota/"]
         answers = [staff_client.get(url) for url in urls]
         assert [a.status_code for a in answers] == [200] * len(urls), [(u, a.status_code) for u, a in zip(urls, answers)]
         seen = [a.content.decode(errors="replace") for a in answers]

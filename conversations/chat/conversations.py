@@ -14,7 +14,7 @@ from django.utils import timezone
 from conversations.chat import broadcast, presets
 from conversations.chat.access import get_conversation
 from conversations.chat.serializers import conversation_dict
-from conversations.models import Conversation, Preset
+from conversations.models import AuditEntry, Conversation, Message, Preset
 
 EDITABLE = ("title", "model", "provider", "system_prompt", "params")
 
@@ -82,3 +82,33 @@ def delete_conversation(member, conversation_id) -> None:
         )
         # Whatever streams there ends now; its final write finds no row and says nothing more.
         broadcast.announce(broadcast.control_group(conversation_id), {"type": "reply.stop", "message_id": None})
+
+
+def past_retention(cutoff):
+    """Conversations with no activity since `cutoff` and no reply streaming."""
+    return Conversation.objects.filter(updated_at__lt=cutoff).exclude(
+        pk__in=Message.objects.filter(status=Message.Status.STREAMING).values("conversation_id"))
+
+
+def purge_batch(cutoff, *, limit: int = 500, actor_name: str, retention_days: int) -> tuple[int, int]:
+    """Delete up to `limit` conversations past retention, with one audit entry naming them, in one
+    transaction; their members' tabs are told. Returns (conversations, messages) deleted."""
+    with transaction.atomic():
+        batch = list(past_retention(cutoff).select_for_update(skip_locked=True, of=("self",))
+                     .order_by("updated_at").values_list("pk", "owner_id")[:limit])
+        if not batch:
+            return 0, 0
+        ids = [pk for pk, _owner in batch]
+        messages = Message.objects.filter(conversation_id__in=ids).count()
+        Conversation.objects.filter(pk__in=ids).delete()
+        AuditEntry.record(AuditEntry.Action.PURGE, actor_name=actor_name, detail={
+            "retention_days": retention_days, "cutoff": cutoff.isoformat(), "conversations": len(ids),
+            "messages": messages, "conversation_ids": [str(pk) for pk in ids],
+        })
+        for conversation_id, owner_id in batch:
+            broadcast.announce(
+                broadcast.member_group(owner_id),
+                broadcast.member_event({"type": "conversation_deleted", "conversation_id": str(conversation_id)},
+                                       conversation_id=conversation_id, closes=True),
+            )
+    return len(ids), messages

@@ -9,8 +9,10 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 
@@ -52,7 +54,19 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["owner", "-updated_at"], name="conv_owner_recent")]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"], name="conv_owner_recent"),
+            # The staff's list, newest activity first, across members.
+            models.Index(fields=["-updated_at"], name="conv_recent"),
+            # Staff search: trigrams of the upper-cased title serve Django's own `icontains`
+            # (UPPER(title) LIKE UPPER('%…%')). Postgres only: the migration skips it elsewhere.
+            GinIndex(OpClass(Upper("title"), name="gin_trgm_ops"), name="conv_title_trgm"),
+        ]
+        permissions = [
+            # Staff with it read transcripts and export them in the admin, while
+            # settings.STAFF_REVIEW_ENABLED is on (accounts/review.py).
+            ("view_conversation_content", "Can read the messages of members' conversations"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.id}"
@@ -129,6 +143,14 @@ class Message(models.Model):
                 condition=Q(status="streaming"),
                 name="msg_streaming_lease",
             ),
+            # The staff's status column and filter: conversations with failed replies.
+            models.Index(
+                fields=["conversation", "status"],
+                condition=Q(status__in=["error", "interrupted"]),
+                name="msg_failed",
+            ),
+            # Staff search over message text (see Conversation's conv_title_trgm).
+            GinIndex(OpClass(Upper("content"), name="gin_trgm_ops"), name="msg_content_trgm"),
         ]
 
     def __str__(self) -> str:

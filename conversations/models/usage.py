@@ -31,7 +31,10 @@ class Usage(models.Model):
 
     class Meta:
         verbose_name_plural = "usage"
-        indexes = [models.Index(fields=["member", "-created_at"], name="usage_member_recent")]
+        indexes = [
+            models.Index(fields=["member", "-created_at"], name="usage_member_recent"),
+            models.Index(fields=["conversation_id"], name="usage_conversation"),  # tokens per conversation
+        ]
 
     def __str__(self) -> str:
         return f"{self.model}: {self.prompt_tokens}+{self.completion_tokens}"
