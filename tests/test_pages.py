@@ -83,12 +83,14 @@ def test_without_the_model_server_the_default_model_is_free_text(alice, settings
     assert Member.objects.get(pk=alice.user.pk).default_model == "my-local-model"
 
 
-def test_the_review_notice_says_who_may_read_conversations(alice, make_member):
-    assert b"No one else can read your conversations." in alice.client.get("/account/").content
-    make_member("carol", is_staff=True)
+def test_the_review_notice_says_who_may_read_conversations(alice, settings):
     page = alice.client.get("/account/").content.decode()
     assert 'id="review-notice"' in page
-    assert "Staff members can read conversations in the admin for review." in page
+    assert "Staff with the review permission can read your conversations in the review tool." in page
+    assert "No one on staff has read your conversations." in page
+    settings.STAFF_REVIEW_ENABLED = False
+    page = alice.client.get("/account/").content.decode()
+    assert "Staff review is switched off on this server" in page
 
 
 def test_the_language_switch_sets_the_cookie_and_remembers_the_member(alice):

@@ -63,9 +63,7 @@ def account(request):
             return response
     else:
         form = AccountForm(instance=request.user, models=models)
-    staff_can_review = Member.objects.filter(is_staff=True, is_active=True).exists()
-    return render(request, "account.html", {"form": form, "staff_can_review": staff_can_review,
-                                            "usage": quotas.summary(request.user)})
+    return render(request, "account.html", {"form": form, "usage": quotas.summary(request.user)})
 
 
 def remember_language(response, language: str) -> None:
