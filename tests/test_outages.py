@@ -145,11 +145,10 @@ def postgres(transactional_db, monkeypatch):
     yield admin
     admin.allow()
     admin.admin.close()
-    # The pool gave up reconnecting while the database refused it: have it whole again
-    # before the next test asks it for a connection.
-    pool = connection.pool
-    pool.check()
-    pool.wait(timeout=30)
+    # The pool may have given up reconnecting while the database refused it: the next test
+    # gets a fresh one (Django opens it on first use). Waiting for the old one to refill
+    # instead closes it for good when a loaded machine is slow, and every later test fails.
+    connection.close_pool()
     # The connection of the thread that plain sync_to_async uses may have been terminated
     # and not touched since: have it checked before its next use, as database_sync_to_async would.
     asyncio.run(database_sync_to_async(close_old_connections)())
