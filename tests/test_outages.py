@@ -11,6 +11,7 @@ do is in docs/protocol.md, "Outages".
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket as socketlib
 import subprocess
@@ -203,6 +204,24 @@ async def wait_for_close(tab, timeout: float = 15) -> dict:
     assert output["type"] == "websocket.close", output
     tab.connected = False
     return output
+
+
+async def reconnect(sockets, member, conversation, attempts: int = 20):
+    """What the page does after a 1013: connect again, with a pause, until a snapshot comes
+    (the database pool may take a moment to reconnect once Postgres is back)."""
+    for _ in range(attempts):
+        tab = sockets(member, conversation.id)
+        connected, _ = await tab.connect()
+        assert connected
+        output = await tab.comm.receive_output(15)
+        if output["type"] == "websocket.send":
+            assert json.loads(output["text"])["type"] == "snapshot"
+            return tab
+        assert output == {"type": "websocket.close", "code": 1013,
+                          "reason": "The server cannot reach its database; reconnect shortly."}
+        tab.connected = False
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no snapshot after {attempts} attempts")
 
 
 def warnings_from(caplog, logger: str, text: str) -> list[logging.LogRecord]:
@@ -459,7 +478,7 @@ async def test_a_socket_that_cannot_reach_postgres_is_told_to_try_again_later(al
         postgres.allow()
 
     # Back: the page reconnects and the conversation works; nothing half-stored.
-    again = await open_tab(sockets, alice, conversation)
+    again = await reconnect(sockets, alice, conversation)
     await again.send(type="send", content="after the outage", client_id=str(uuid.uuid4()))
     reply = await follow_reply(again.recv)
     assert reply.end["status"] == "complete"
