@@ -38,6 +38,7 @@ from django.conf import settings
 
 from conversations.chat import broadcast, errors, replies, titles
 from conversations.chat.threads import in_thread
+from conversations.chat.trouble import Trouble
 from conversations.chat.turns import Turn
 from conversations.models import Message
 from conversations.upstream.client import Endpoint, UpstreamError, stream_chat
@@ -81,28 +82,6 @@ def running_generations() -> list[Generation]:
     return [generation for _task, generation in _running.values()]
 
 
-class _Trouble:
-    """Logs the first failure of a repeated call, then nothing until it works again.
-
-    A Redis or Postgres outage would otherwise log a traceback per delta or per
-    flush: dozens of lines a second that bury the one that says what happened.
-    """
-
-    def __init__(self, what: str):
-        self.what = what
-        self.failures = 0
-
-    def failed(self, error: BaseException, consequence: str) -> None:
-        self.failures += 1
-        if self.failures == 1:
-            log.warning("%s failed (%s): %s", self.what, type(error).__name__, consequence, exc_info=error)
-
-    def worked(self) -> None:
-        if self.failures:
-            log.warning("%s works again after %d failed attempts", self.what, self.failures)
-            self.failures = 0
-
-
 class Generation:
     def __init__(self, conversation_id: uuid.UUID, reply_id: uuid.UUID, run_id: uuid.UUID, body: dict,
                  endpoint: Endpoint):
@@ -137,9 +116,9 @@ class Generation:
         self.owner_id: int | None = None
         self.requested_at: float | None = None  # loop time the upstream request began
         self.first_token_at: float | None = None
-        self.publishing = _Trouble(f"publishing to the sockets of reply {self.message_id}")
-        self.joining = _Trouble(f"joining the control group of reply {self.message_id}")
-        self.saving = _Trouble(f"saving the progress of reply {self.message_id}")
+        self.publishing = Trouble(f"publishing to the sockets of reply {self.message_id}", log)
+        self.joining = Trouble(f"joining the control group of reply {self.message_id}", log)
+        self.saving = Trouble(f"saving the progress of reply {self.message_id}", log)
 
     def text(self) -> str:
         return _joined(self.parts)
