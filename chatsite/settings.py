@@ -147,9 +147,10 @@ DB_THREADS = envint("DB_THREADS", 6, minimum=1)
 # CONN_MAX_AGE then opens (and strands) a connection per thread; the benchmark counted 100
 # opened for 100 API requests. Taken for each unit of work and given back after it, so a
 # process holds at most DB_POOL_SIZE; waiting longer than DB_POOL_TIMEOUT is an outage (503).
-# The pool tests a connection as it hands it out (an empty query, CONN_HEALTH_CHECKS), so one
-# Postgres dropped while idle is replaced rather than failing the next write; after a failure
-# the whole pool is checked (chat/threads.py).
+# The pool checks a connection as it hands it out without a round trip (chatsite/postgres: the
+# engine, in place of CONN_HEALTH_CHECKS's empty query on every checkout): one Postgres dropped
+# while idle is replaced rather than failing the next write; after a failure the whole pool is
+# checked (chat/threads.py).
 DB_POOL_SIZE = envint("DB_POOL_SIZE", DB_THREADS + 10, minimum=2)
 DB_POOL_TIMEOUT = envfloat("DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 DATABASE_URL = env("DATABASE_URL")
@@ -159,6 +160,8 @@ if DATABASE_URL:
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "chatsite.postgres"
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # the pool's own check (chatsite/postgres) does it
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 2, "max_size": DB_POOL_SIZE, "timeout": DB_POOL_TIMEOUT,
             # psycopg_pool retries a failed connection with a doubling wait for 5 minutes, so

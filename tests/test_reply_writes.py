@@ -208,14 +208,44 @@ def test_usage_outlives_its_conversation(alice):
 # --------------------------------------------------------------------------- query counts
 
 
-def test_a_send_takes_seven_queries_in_one_transaction(alice, django_assert_num_queries):
+def test_a_send_takes_six_queries_in_one_transaction(alice, django_assert_num_queries):
     conversation = alice.conversation()
     first = turns.ask(alice.user, conversation.id, "first", None, uuid.uuid4())
     replies.finish_reply(first.reply.id, first.reply.run_id, text="answer", status="complete")
     # BEGIN, lock the conversation, read its messages, the model's provider, the member's limits,
-    # insert the question and the reply, update the conversation, COMMIT.
-    with django_assert_num_queries(9):
-        turns.ask(alice.user, conversation.id, "second", None, uuid.uuid4())
+    # insert the question and the reply (one statement), update the conversation, COMMIT.
+    with django_assert_num_queries(8) as captured:
+        turn = turns.ask(alice.user, conversation.id, "second", None, uuid.uuid4())
+    inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith('INSERT INTO "conversations_message"')]
+    assert len(inserts) == 1  # both rows
+    question, reply = Message.objects.filter(pk__in=[turn.reply.parent_id, turn.reply.id]).order_by("created_at")
+    assert (question.role, question.content, reply.id, reply.parent_id) == ("user", "second", turn.reply.id, question.id)
+    assert question.created_at < reply.created_at
+
+
+def test_an_edit_inserts_its_question_and_reply_together_and_a_regenerate_its_reply(alice, django_assert_num_queries):
+    conversation = alice.conversation()
+    first = turns.ask(alice.user, conversation.id, "first", None, uuid.uuid4())
+    replies.finish_reply(first.reply.id, first.reply.run_id, text="answer", status="complete")
+    with django_assert_num_queries(8):  # as a send
+        edited = turns.edit(alice.user, conversation.id, first.reply.parent_id, "first, again", None, uuid.uuid4())
+    replies.finish_reply(edited.reply.id, edited.reply.run_id, text="answer", status="complete")
+    with django_assert_num_queries(8):  # the reply alone
+        turns.regenerate(alice.user, conversation.id, edited.reply.id, uuid.uuid4())
+    assert conversation.messages.filter(role="user").count() == 2
+    assert conversation.messages.filter(role="assistant").count() == 3
+
+
+def test_a_send_that_meets_a_streaming_reply_in_the_database_stores_nothing(alice, monkeypatch):
+    """Past the Python check (as a second process would be), the one insert fails whole: no question is left."""
+    conversation = alice.conversation()
+    question = Message.objects.create(conversation=conversation, role="user", content="q")
+    Message.objects.create(conversation=conversation, parent=question, role="assistant", status="streaming",
+                           lease_expires_at=timezone.now() + timedelta(seconds=60))
+    monkeypatch.setattr(turns, "_make_room", lambda *args: providers.resolve(alice.user, conversation.model))
+    with pytest.raises(turns.Busy):
+        turns.ask(alice.user, conversation.id, "a second question", None, uuid.uuid4())
+    assert list(conversation.messages.values_list("content", flat=True).order_by("created_at")) == ["q", ""]
 
 
 def test_a_snapshot_takes_two_queries(alice, django_assert_num_queries):

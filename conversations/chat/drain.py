@@ -3,10 +3,11 @@
 On SIGTERM (chatsite/server.py) a process calls `drain()`: from then on a new
 turn on this process is refused as `busy` (reason `draining`; the tab keeps
 its text and sends again, reaching another process behind the proxy), and
-the replies running here get up to DRAIN_SECONDS to finish. Those still
-running then are ended as `interrupted`, with their text so far and their
-usage saved at once, which frees their conversations: a deploy never leaves
-members facing `busy` until a lease runs out.
+the replies running here get up to DRAIN_SECONDS to finish, the progress
+writer (chat/progress.py) saving their text and renewing their leases
+meanwhile. Those still running then are ended as `interrupted`, with their
+text so far and their usage saved at once, which frees their conversations:
+a deploy never leaves members facing `busy` until a lease runs out.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def draining() -> bool:
 
 async def drain(seconds: float) -> None:
     """Stop taking replies, wait up to `seconds` for running ones, then interrupt the rest."""
-    from conversations.chat import broadcast, generation
+    from conversations.chat import broadcast, generation, progress
 
     global _draining, _hurry
     _draining = True
@@ -48,6 +49,7 @@ async def drain(seconds: float) -> None:
         for reply in generation.running_generations():
             reply.interrupt()
         await asyncio.wait(running, timeout=30)
+    await progress.ended(timeout=5)  # every reply wrote its end itself; no progress write is left in flight
     await broadcast.flush()
     log.warning("drained: no reply is running")
 

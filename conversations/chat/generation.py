@@ -5,12 +5,13 @@ rather than by any socket, so it outlives the tab that started it. Sockets are
 only subscribers: they receive its deltas through the conversation's group and
 may ask it (through the control group) to stop or to tell them the text so far.
 
-Three loops share the reply's text:
+Two loops share the reply's text, and the process's progress writer reads it:
   - the reader appends upstream chunks to a list (no I/O per token);
   - the publisher sends what is pending at most once per coalescing window,
     the first delta at once, each with its character offset;
-  - the flusher writes the text to the row about once a second, renewing the
-    lease that tells other processes this reply is alive.
+  - the progress writer (chat/progress.py) writes the text of every reply the
+    process streams to their rows about once a second, in one statement,
+    renewing the leases that tell other processes these replies are alive.
 
 Every write of the reply is conditional on the row still being this run's
 (chat/replies.py): a reply a sweep marked `interrupted` is never rewritten.
@@ -21,9 +22,10 @@ layer. While Redis is down it goes on reading the upstream and saving to the
 row; deltas that cannot be published are dropped (sockets see the gap in
 offsets and catch up from the reply, or from the row, once Redis is back) and
 the failure is logged once, not per delta. A flush that fails (Postgres
-restarted, connection cut) is retried at the next tick on a fresh connection;
-the final write is retried for about 15 s, and if it still fails the sockets
-get an `interrupted` error instead of a `done` that would claim a saved reply.
+restarted, connection cut) is retried at the next tick on a fresh connection
+(chat/progress.py); the final write is retried for about 15 s, and if it
+still fails the sockets get an `interrupted` error instead of a `done` that
+would claim a saved reply.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from contextlib import aclosing
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations.chat import broadcast, errors, replies, titles
-from conversations.chat.threads import in_thread
+from conversations.chat import broadcast, errors, progress, replies, titles
+from conversations.chat.trouble import Trouble
 from conversations.chat.turns import Turn
 from conversations.models import Message
 from conversations.upstream.client import Endpoint, UpstreamError, stream_chat
@@ -81,28 +83,6 @@ def running_generations() -> list[Generation]:
     return [generation for _task, generation in _running.values()]
 
 
-class _Trouble:
-    """Logs the first failure of a repeated call, then nothing until it works again.
-
-    A Redis or Postgres outage would otherwise log a traceback per delta or per
-    flush: dozens of lines a second that bury the one that says what happened.
-    """
-
-    def __init__(self, what: str):
-        self.what = what
-        self.failures = 0
-
-    def failed(self, error: BaseException, consequence: str) -> None:
-        self.failures += 1
-        if self.failures == 1:
-            log.warning("%s failed (%s): %s", self.what, type(error).__name__, consequence, exc_info=error)
-
-    def worked(self) -> None:
-        if self.failures:
-            log.warning("%s works again after %d failed attempts", self.what, self.failures)
-            self.failures = 0
-
-
 class Generation:
     def __init__(self, conversation_id: uuid.UUID, reply_id: uuid.UUID, run_id: uuid.UUID, body: dict,
                  endpoint: Endpoint):
@@ -132,14 +112,13 @@ class Generation:
         self.interrupted = False  # ended by a draining process, not by the member
         self.control_channel: str | None = None  # this reply's channel, made once
         self.control: str | None = None  # the same, once it has joined the control group
-        self.saved_length = 0  # characters in the row as last flushed
+        self.saved_length = 0  # characters in the row as last flushed (chat/progress.py keeps it)
         self.name_it = False  # the conversation's first reply: ask the model for a title after it
         self.owner_id: int | None = None
         self.requested_at: float | None = None  # loop time the upstream request began
         self.first_token_at: float | None = None
-        self.publishing = _Trouble(f"publishing to the sockets of reply {self.message_id}")
-        self.joining = _Trouble(f"joining the control group of reply {self.message_id}")
-        self.saving = _Trouble(f"saving the progress of reply {self.message_id}")
+        self.publishing = Trouble(f"publishing to the sockets of reply {self.message_id}", log)
+        self.joining = Trouble(f"joining the control group of reply {self.message_id}", log)
 
     def text(self) -> str:
         return _joined(self.parts)
@@ -153,7 +132,7 @@ class Generation:
         await self._join_control()
         listener = asyncio.create_task(self._listen())
         publisher = asyncio.create_task(self._publish_loop())
-        flusher = asyncio.create_task(self._flush_loop())
+        progress.register(self)
         self.reader = asyncio.create_task(self._read())
         try:
             await asyncio.wait([self.reader])
@@ -163,7 +142,8 @@ class Generation:
                 await asyncio.wait([self.reader])
             self.closed.set()
             self.wake.set()
-            await asyncio.gather(publisher, flusher, return_exceptions=True)
+            progress.unregister(self)  # the end is written below, with all the text
+            await asyncio.gather(publisher, return_exceptions=True)
             try:
                 await self._finish()
             finally:
@@ -311,36 +291,6 @@ class Generation:
             self.publishing.failed(error, "the reply goes on and is saved; sockets catch up when it works again")
         else:
             self.publishing.worked()
-
-    async def _flush_loop(self) -> None:
-        """Write the text about once a second; renew the lease even while stalled."""
-        interval = settings.REPLY_FLUSH_SECONDS
-        heartbeat = settings.REPLY_LEASE_SECONDS / 3
-        since_write = 0.0
-        while not self.closed.is_set():
-            try:
-                await asyncio.wait_for(self.closed.wait(), interval)
-                return
-            except TimeoutError:
-                pass
-            since_write += interval
-            if self.length + self.reasoning_length == self.saved_length and since_write < heartbeat:
-                continue
-            length = self.length + self.reasoning_length
-            try:
-                # A connection the database dropped is closed after the failed call and
-                # a fresh one opened for the next (database_sync_to_async's close_old_connections).
-                still_ours = await in_thread(replies.save_progress)(
-                    self.reply_id, self.run_id, self.text(), self.reasoning())
-            except Exception as error:
-                self.saving.failed(error, "the text stays in memory and the next flush retries")
-                continue
-            self.saving.worked()
-            self.saved_length, since_write = length, 0.0
-            if not still_ours:
-                log.warning("reply %s is no longer this run's (deleted, or its lease passed); stopping it",
-                            self.message_id)
-                self.stop()
 
     async def _listen(self) -> None:
         """Answer stop and sync requests from sockets on any process."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone, translation
 
 from conversations.chat import broadcast, errors, tokens
@@ -36,6 +36,32 @@ def save_progress(reply_id: uuid.UUID, run_id: uuid.UUID, text: str, reasoning: 
             content=text, reasoning=reasoning, lease_expires_at=lease_deadline(), updated_at=timezone.now()
         )
     )
+
+
+Progress = tuple[uuid.UUID, uuid.UUID, str, str]  # reply id, run id, text, reasoning
+
+
+def save_progress_many(rows: list[Progress]) -> set[uuid.UUID]:
+    """Flush several streaming replies and renew their leases in one statement; return the ids
+    of those still this run's (the others were ended, swept or deleted, and are left alone)."""
+    if not rows:
+        return set()
+    if connection.vendor != "postgresql":  # SQLite, for a trial: one update per reply
+        return {reply_id for reply_id, run_id, text, reasoning in rows
+                if save_progress(reply_id, run_id, text, reasoning)}
+    table = connection.ops.quote_name(Message._meta.db_table)
+    values = ", ".join(["(%s::uuid, %s::uuid, %s::text, %s::text)"] * len(rows))
+    sql = (
+        f"UPDATE {table} AS m"
+        " SET content = v.content, reasoning = v.reasoning, lease_expires_at = %s, updated_at = %s"
+        f" FROM (VALUES {values}) AS v (id, run_id, content, reasoning)"
+        " WHERE m.id = v.id AND m.run_id = v.run_id AND m.status = %s"
+        " RETURNING m.id"
+    )
+    params = [lease_deadline(), timezone.now(), *(value for row in rows for value in row), Message.Status.STREAMING]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {reply_id for (reply_id,) in cursor.fetchall()}
 
 
 def usage_counts(reported: dict | None, request: dict | None, text: str) -> dict:

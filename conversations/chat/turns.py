@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -153,7 +154,8 @@ def _question(user, conversation: Conversation, messages: dict, parent_id, text:
     if (existing := _by_client_id(messages, client_id)) is not None:
         return Turn(conversation.id, conversation.owner_id, duplicate=True, existing=[message_dict(existing)])
     choice = _make_room(user, conversation, messages, parts)
-    question = Message.objects.create(
+    # Inserted with its reply, in one statement (_start_reply).
+    question = Message(
         conversation=conversation, parent_id=parent_id, role=Message.Role.USER,
         content=text, content_parts=parts, client_id=client_id,
     )
@@ -207,12 +209,17 @@ def _title_from(text: str) -> str:
 
 def _start_reply(conversation: Conversation, messages: dict, question: Message, choice: providers.Choice,
                  client_id: uuid.UUID | None = None) -> Turn:
-    """Create the streaming reply row and the request it will send upstream."""
+    """Create the streaming reply row and the request it will send upstream.
+
+    A question not yet stored (a send or an edit) is inserted with its reply, in one
+    statement; the constraints hold for both rows as they would for two inserts.
+    """
     params = dict(conversation.params or {})
     context = build_context(conversation, branch(messages, question.id), params.get("max_tokens"),
                             choice.context_length)
-    now = timezone.now()
-    reply = Message.objects.create(
+    # Strictly after its question, which the order of a conversation's messages relies on.
+    now = max(timezone.now(), question.created_at + timedelta(microseconds=1))
+    reply = Message(
         conversation=conversation,
         parent=question,
         role=Message.Role.ASSISTANT,
@@ -233,6 +240,7 @@ def _start_reply(conversation: Conversation, messages: dict, question: Message, 
             "estimated_tokens": context.estimated_tokens,
         },
     )
+    Message.objects.bulk_create([question, reply] if question._state.adding else [reply])
     messages[reply.id] = reply
     conversation.current_leaf = reply
     conversation.updated_at = now
