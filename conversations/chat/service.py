@@ -60,16 +60,30 @@ def pending_turns() -> list[asyncio.Task]:
 
 
 async def _carry_out(action, *args) -> turns.Turn:
+    """Commit the turn, start its reply, then announce what it stored.
+
+    The upstream request starts as soon as the rows are committed, while the
+    announcements travel; the reply's deltas and end wait until its `message`
+    frame has been sent (`announced`), so tabs still see it in order.
+    """
+    announced = asyncio.Event()
+    started = []
+
+    async def start_reply(turn: turns.Turn) -> None:
+        if turn.reply is not None:  # the row exists: something must finish it
+            started.append(generation.start(turn, announced=announced))
+            # Tabs may ask it to stop once they hear of it: it must be listening first.
+            await started[0].listening.wait()
+
     try:
-        turn = await broadcast.act(action, *args)
+        return await broadcast.act(action, *args, before_sending=start_reply)
     except Unavailable as error:
         # Stored, not announced (Redis is down): the reply still runs; the tabs catch up later.
-        if error.result is not None and error.result.reply is not None:
+        if not started and error.result is not None and error.result.reply is not None:
             generation.start(error.result)
         raise
-    if turn.reply is not None:
-        generation.start(turn)  # the row exists: something must finish it
-    return turn
+    finally:
+        announced.set()
 
 
 async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> turns.Turn:
