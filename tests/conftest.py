@@ -28,7 +28,7 @@ from websockets.asyncio.client import connect as websocket_connect
 from chatsite.asgi import application
 from conversations.chat import broadcast, generation, titles
 from conversations.chat import service as chat
-from conversations.models import Conversation
+from conversations.models import Conversation, memo
 from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,6 +225,14 @@ async def sockets():
     for tab in opened:
         await tab.close()
     await drain_replies()
+
+
+@pytest.fixture(autouse=True)
+def fresh_memos():
+    """Each test reads providers and quotas afresh: flushing tables between tests sends no signals."""
+    memo.clear_all()
+    yield
+    memo.clear_all()
 
 
 @pytest.fixture(autouse=True)

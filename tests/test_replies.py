@@ -366,3 +366,67 @@ async def test_an_overlong_finish_reason_is_cut_to_fit_and_the_reply_is_saved(al
     assert reply.end["type"] == "done" and reply.end["finish_reason"] == reason[:64]
     row = await stored(reply.message_id)
     assert row.status == "complete" and row.finish_reason == reason[:64]
+
+
+async def test_the_upstream_request_starts_before_the_turn_is_announced_and_tabs_still_see_it_in_order(
+        alice, upstream, sockets, monkeypatch):
+    """The reply's request does not wait for the announcements' Redis round trips, and the
+    reply's deltas still reach the tab only after its `message` frame."""
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    send_all = events.send_all
+    seen_before_sending: list[int] = []
+
+    async def announce_once_the_upstream_has_the_request(pending):
+        if any('"role":"assistant"' in event.get("frame", "") for _group, event in pending):
+            # Hold the announcements until the upstream has the request: without the
+            # early start the request would wait for them, and this would time out.
+            for _ in range(1000):
+                if upstream.requests:
+                    break
+                await asyncio.sleep(0.01)
+            seen_before_sending.append(len(upstream.requests))
+        await send_all(pending)
+
+    monkeypatch.setattr(events, "send_all", announce_once_the_upstream_has_the_request)
+    await tab.send(type="send", content='Hi fake:{"tokens": 30}', client_id=str(uuid.uuid4()))
+    reply = await follow_reply(tab.recv)
+
+    assert seen_before_sending == [1]
+    kinds = [(f["type"], f.get("message", {}).get("role")) for f in tab.frames]
+    first_delta = kinds.index(("delta", None))
+    assert ("message", "assistant") in kinds[:first_delta]
+    assert reply.end["status"] == "complete" and reply.text == upstream.requests[0]["streamed_text"]
+
+
+async def test_a_turn_is_announced_only_once_its_reply_can_hear_a_stop(alice, upstream, sockets, monkeypatch):
+    """Tabs may stop a reply as soon as they see it: the reply joins its control group first."""
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    layer = get_channel_layer()
+    order: list[str] = []
+    group_add, send_all = layer.group_add, events.send_all
+
+    async def slow_control_join(group, channel):
+        if group.startswith("reply-control."):
+            await asyncio.sleep(0.3)  # a slow Redis: the announcements must wait for it
+            await group_add(group, channel)
+            order.append("joined")
+        else:
+            await group_add(group, channel)
+
+    async def recording_send_all(pending):
+        if any('"role":"assistant"' in event.get("frame", "") for _group, event in pending):
+            order.append("announced")
+        await send_all(pending)
+
+    monkeypatch.setattr(layer, "group_add", slow_control_join)
+    monkeypatch.setattr(events, "send_all", recording_send_all)
+    await tab.send(type="send", content='Hi fake:{"tokens": 400, "delay": 0.01}', client_id=str(uuid.uuid4()))
+    started = await tab.until(lambda f: f["type"] == "message" and f["message"]["role"] == "assistant")
+    await tab.send(type="stop")
+    reply = await follow_reply(tab.recv, message_id=started["message"]["id"])
+
+    assert order == ["joined", "announced"]
+    assert reply.end["status"] == "stopped"
+    assert (await stored(started["message"]["id"])).status == "stopped"

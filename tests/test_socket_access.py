@@ -288,3 +288,40 @@ async def test_a_conversation_deleted_while_its_snapshot_waits_is_not_found(alic
     assert (await tab.recv())["code"] == "not_found"  # after the sync's timeout
     assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
     tab.connected = False
+
+
+@pytest.mark.parametrize("frame", ["regenerate", "edit", "send_with_image", "bad_frame"])
+async def test_any_frame_from_a_session_that_ended_unannounced_stores_nothing(alice, upstream, sockets, frame):
+    """Turn frames check the session inside their own worker thread; images and bad frames before."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from conversations.models import Attachment
+
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content="first", client_id=str(uuid.uuid4()))
+    first = await follow_reply(tab.recv)
+    question = await database_sync_to_async(Message.objects.get)(role="user")
+    await database_sync_to_async(Session.objects.filter(session_key=alice.session).delete)()
+    await assert_silent(tab, alice)  # nobody told it
+    if frame == "regenerate":
+        await tab.send(type="regenerate", message_id=first.message_id, client_id=str(uuid.uuid4()))
+    elif frame == "edit":
+        await tab.send(type="edit", message_id=str(question.id), content="changed", client_id=str(uuid.uuid4()))
+    elif frame == "send_with_image":
+        out = io.BytesIO()
+        Image.new("RGB", (8, 8), "red").save(out, "PNG")
+        data = "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+        await tab.send(type="send", content=[{"type": "image_url", "image_url": {"url": data}}],
+                       client_id=str(uuid.uuid4()))
+    else:
+        await tab.send(type="send")
+    signed_out = await tab.recv()
+    assert signed_out["type"] == "error" and signed_out["code"] == "not_found" and "signed out" in signed_out["message"]
+    assert await tab.comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    tab.connected = False
+    assert await database_sync_to_async(Message.objects.count)() == 2
+    assert not await database_sync_to_async(Attachment.objects.exists)()

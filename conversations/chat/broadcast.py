@@ -187,10 +187,17 @@ def _capturing(func):
     return run
 
 
-async def act(func, *args, **kwargs):
-    """Run the write `func` in a worker thread, then send what it announced; return its result."""
+async def act(func, *args, before_sending=None, **kwargs):
+    """Run the write `func` in a worker thread, then send what it announced; return its result.
+
+    `before_sending(result)`, if given, is awaited after the commit and before the events
+    leave: a turn starts its upstream request there, so that the request does not wait
+    for the announcements' Redis round trips.
+    """
     _sender.bind(asyncio.get_running_loop())
     result, events = await in_thread(_capturing(func))(*args, **kwargs)
+    if before_sending is not None:
+        await before_sending(result)
     try:
         await send_all(events)
     except Unavailable as error:

@@ -62,17 +62,24 @@ def _joined(parts: list[str]) -> str:
     return parts[0] if parts else ""
 
 
-def start(turn: Turn, endpoint: Endpoint | None = None) -> asyncio.Task:
-    """Start streaming the turn's reply in the background and return its task."""
+def start(turn: Turn, endpoint: Endpoint | None = None, *, announced: asyncio.Event | None = None) -> Generation:
+    """Start streaming the turn's reply in the background and return it (its task is `.task`).
+
+    `announced`, when given, is set by the caller once the reply's `message` frame
+    is on its way: the upstream request starts at once, but nothing of the reply
+    reaches the sockets before that frame (chat/service.py starts replies this way).
+    """
     reply = turn.reply
     generation = Generation(turn.conversation_id, reply.id, reply.run_id, turn.body,
                             endpoint or turn.endpoint or Endpoint.default())
     generation.name_it = turn.name_it
     generation.owner_id = turn.owner_id
-    task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{reply.id}")
-    _running[reply.id] = (task, generation)
-    task.add_done_callback(lambda _: _running.pop(reply.id, None))
-    return task
+    if announced is not None:
+        generation.announced = announced
+    generation.task = asyncio.get_running_loop().create_task(generation.run(), name=f"reply-{reply.id}")
+    _running[reply.id] = (generation.task, generation)
+    generation.task.add_done_callback(lambda _: _running.pop(reply.id, None))
+    return generation
 
 
 def running_tasks() -> list[asyncio.Task]:
@@ -107,6 +114,12 @@ class Generation:
         self.usage: dict | None = None
         self.wake = asyncio.Event()
         self.closed = asyncio.Event()
+        # Set once the reply's `message` frame has been sent: deltas and the end wait for it.
+        self.announced = asyncio.Event()
+        self.announced.set()
+        # Set once stop requests can be heard (or joining failed and the listener keeps trying).
+        self.listening = asyncio.Event()
+        self.task: asyncio.Task | None = None
         self.reader: asyncio.Task | None = None
         self.stop_requested = False
         self.interrupted = False  # ended by a draining process, not by the member
@@ -127,14 +140,20 @@ class Generation:
         return _joined(self.reasoning_parts)
 
     async def run(self) -> None:
-        # Join the control group before reading, so an early stop is heard; if the
-        # channel layer is down, the reply starts anyway and the listener keeps trying.
-        await self._join_control()
-        listener = asyncio.create_task(self._listen())
-        publisher = asyncio.create_task(self._publish_loop())
-        progress.register(self)
+        # The upstream request starts first: joining the control group (a Redis round
+        # trip) overlaps with it. Tabs learn of the reply only after `listening` is set
+        # (chat/service.py waits for it), so no stop can come before it is heard; if the
+        # channel layer is down, the reply goes on and the listener keeps trying.
         self.reader = asyncio.create_task(self._read())
+        publisher = asyncio.create_task(self._publish_loop())
+        progress.register(self)  # its text is saved with every other live reply's, once a second
+        listener = None
         try:
+            try:
+                await self._join_control()
+            finally:
+                self.listening.set()
+            listener = asyncio.create_task(self._listen())
             await asyncio.wait([self.reader])
         finally:
             if not self.reader.done():  # this task was cancelled (the process is stopping)
@@ -169,8 +188,15 @@ class Generation:
         self.control = self.control_channel
         return True
 
-    async def _end_listener(self, listener: asyncio.Task) -> None:
+    async def _end_listener(self, listener: asyncio.Task | None) -> None:
         """End the listener with a message, so a Redis call is never cut mid-flight."""
+        if listener is None:  # cancelled while joining: leave the group if it was joined
+            if self.control is not None:
+                try:
+                    await self.layer.group_discard(broadcast.control_group(self.conversation_id), self.control)
+                except Exception:
+                    log.warning("reply %s: could not leave its control group", self.message_id)
+            return
         if self.control is None:
             # Never joined: the listener is between attempts and sees the reply closed.
             await asyncio.wait([listener], timeout=5)
@@ -259,6 +285,7 @@ class Generation:
     async def _publish_loop(self) -> None:
         """Publish pending text at once, then at most once per window."""
         window = settings.DELTA_COALESCE_SECONDS
+        await self.announced.wait()  # the `message` frame goes first
         while not self.closed.is_set():
             await self.wake.wait()
             self.wake.clear()
@@ -350,6 +377,7 @@ class Generation:
 
     async def _finish(self) -> None:
         """Write the end (with usage) first, then tell the sockets (never the other way round)."""
+        await self.announced.wait()  # a reply that ended at once still ends after its `message` frame
         outcome = self._outcome()
         text = self.text()
         timings = self._timings(asyncio.get_running_loop().time())

@@ -17,8 +17,10 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from conversations.models import Member, Message, Quota, Usage
+from conversations.models.memo import Memo
 
 WINDOW = timedelta(minutes=1)
+_limits = Memo("quotas.limits_for")
 
 
 class UsageLimit(Exception):
@@ -41,7 +43,14 @@ class Limits:
 
 
 def limits_for(member) -> Limits:
-    """The member's own limits where set, else the team's default (no row: no limit)."""
+    """The member's own limits where set, else the team's default (no row: no limit).
+
+    Memoized per process (models/memo.py): every send asks, staff rarely change them.
+    """
+    return _limits.get(member.pk, lambda: _limits_for(member))
+
+
+def _limits_for(member) -> Limits:
     rows = {row.member_id: row for row in Quota.objects.filter(Q(member=member) | Q(member__isnull=True))}
     own, team = rows.get(member.pk), rows.get(None)
 

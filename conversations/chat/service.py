@@ -26,20 +26,26 @@ from conversations.chat.threads import in_thread
 from conversations.chat.turns import Busy, Invalid
 from conversations.upstream import netguard
 
-__all__ = ["Busy", "Invalid", "NotFound", "Unavailable", "UsageLimit"]  # what the edges catch
+__all__ = ["Busy", "Invalid", "NotFound", "SignedOut", "Unavailable", "UsageLimit"]  # what the edges catch
+
+
+class SignedOut(Exception):
+    """The socket's session no longer signs its member in: nothing was done."""
 
 log = logging.getLogger(__name__)
 
 _turns: set[asyncio.Task] = set()  # turns under way, whoever asked for them
 
 
-async def _turn(action, *args) -> turns.Turn:
+async def _turn(action, *args, signed_in=None) -> turns.Turn:
     """Run `action`, announce its rows and start its reply, as a task of its own.
 
     Shielded from the caller's cancellation: a socket that closes while the
-    transaction commits must not leave the reply unstarted.
+    transaction commits must not leave the reply unstarted. `signed_in`, a
+    function, is asked first in the same worker thread (SignedOut if false):
+    a socket's per-frame session check costs no thread hop of its own.
     """
-    task = asyncio.get_running_loop().create_task(_carry_out(action, *args))
+    task = asyncio.get_running_loop().create_task(_carry_out(_after_checking(signed_in, action), *args))
     _turns.add(task)
     task.add_done_callback(_turns.discard)
     try:
@@ -49,9 +55,21 @@ async def _turn(action, *args) -> turns.Turn:
         raise
 
 
+def _after_checking(signed_in, action):
+    if signed_in is None:
+        return action
+
+    def checked(*args):
+        if not signed_in():
+            raise SignedOut()
+        return action(*args)
+
+    return checked
+
+
 def _report_unheard(task: asyncio.Task) -> None:
     error = None if task.cancelled() else task.exception()
-    if error is not None and not isinstance(error, Busy | Invalid | NotFound | Unavailable | UsageLimit):
+    if error is not None and not isinstance(error, Busy | Invalid | NotFound | SignedOut | Unavailable | UsageLimit):
         log.error("a turn whose socket had gone failed", exc_info=error)
 
 
@@ -60,33 +78,48 @@ def pending_turns() -> list[asyncio.Task]:
 
 
 async def _carry_out(action, *args) -> turns.Turn:
+    """Commit the turn, start its reply, then announce what it stored.
+
+    The upstream request starts as soon as the rows are committed, while the
+    announcements travel; the reply's deltas and end wait until its `message`
+    frame has been sent (`announced`), so tabs still see it in order.
+    """
+    announced = asyncio.Event()
+    started = []
+
+    async def start_reply(turn: turns.Turn) -> None:
+        if turn.reply is not None:  # the row exists: something must finish it
+            started.append(generation.start(turn, announced=announced))
+            # Tabs may ask it to stop once they hear of it: it must be listening first.
+            await started[0].listening.wait()
+
     try:
-        turn = await broadcast.act(action, *args)
+        return await broadcast.act(action, *args, before_sending=start_reply)
     except Unavailable as error:
         # Stored, not announced (Redis is down): the reply still runs; the tabs catch up later.
-        if error.result is not None and error.result.reply is not None:
+        if not started and error.result is not None and error.result.reply is not None:
             generation.start(error.result)
         raise
-    if turn.reply is not None:
-        generation.start(turn)  # the row exists: something must finish it
-    return turn
+    finally:
+        announced.set()
 
 
-async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None) -> turns.Turn:
+async def send(user, conversation_id, text: str, parts: list | None, client_id: uuid.UUID | None, *,
+               signed_in=None) -> turns.Turn:
     """Store the member's message and start a reply (a resent client_id does nothing)."""
     parts = await _prepare_images(user, parts)
-    return await _turn(turns.ask, user, conversation_id, text, parts, client_id)
+    return await _turn(turns.ask, user, conversation_id, text, parts, client_id, signed_in=signed_in)
 
 
 async def regenerate(user, conversation_id, message_id: uuid.UUID | None,
-                     client_id: uuid.UUID | None = None) -> turns.Turn:
-    return await _turn(turns.regenerate, user, conversation_id, message_id, client_id)
+                     client_id: uuid.UUID | None = None, *, signed_in=None) -> turns.Turn:
+    return await _turn(turns.regenerate, user, conversation_id, message_id, client_id, signed_in=signed_in)
 
 
 async def edit(user, conversation_id, message_id: uuid.UUID, text: str, parts: list | None,
-               client_id: uuid.UUID | None) -> turns.Turn:
+               client_id: uuid.UUID | None, *, signed_in=None) -> turns.Turn:
     parts = await _prepare_images(user, parts)
-    return await _turn(turns.edit, user, conversation_id, message_id, text, parts, client_id)
+    return await _turn(turns.edit, user, conversation_id, message_id, text, parts, client_id, signed_in=signed_in)
 
 
 async def _prepare_images(user, parts: list | None) -> list | None:

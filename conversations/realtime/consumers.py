@@ -28,7 +28,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from conversations.accounts.language import socket_language
-from conversations.accounts.sessions import session_digest, still_signed_in
+from conversations.accounts.sessions import session_digest, signed_in_user_id, still_signed_in
 from conversations.chat import errors
 from conversations.chat import service as chat
 from conversations.chat.broadcast import LAYER_ERRORS, conversation_group, encode, member_group
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 NOT_FOUND_CLOSE_CODE = 4404
 SIGNED_OUT_CLOSE_CODE = 4401
+# Frames whose session check runs in the turn's own worker thread (chat.service's `signed_in`).
+TURN_FRAMES = frozenset({"send", "edit", "regenerate"})
 
 
 def _log_unavailable(where: str) -> None:
@@ -55,6 +57,12 @@ def _log_unavailable(where: str) -> None:
         "channel layer", "the channel layer is unavailable (%s): sockets are closed with %d, try again later",
         where, TRY_AGAIN_LATER_CLOSE_CODE,
     )
+
+
+def _has_data_images(frame) -> bool:
+    """Whether the frame carries images to store before its turn (they need the session checked first)."""
+    return any(part.get("type") == "image_url" and str(part.get("image_url", {}).get("url", "")).startswith("data:")
+               for part in getattr(frame, "parts", None) or ())
 
 
 class MemberSocket(AsyncWebsocketConsumer):
@@ -194,15 +202,23 @@ class MemberSocket(AsyncWebsocketConsumer):
 
     async def _frame_allowed(self) -> bool:
         """The rate limit, then the session: False when the frame must be dropped."""
+        # The handshake's sign-in may have ended since (signed out, password changed,
+        # deactivated): ask the session store again, once per frame.
+        return await self._within_rate() and await self._still_allowed()
+
+    async def _within_rate(self) -> bool:
+        """The rate limit: False when the frame must be dropped."""
         if not self.listening:
             return False
         if not self.bucket.take(self._now()):
             if self.bucket.refused_in_a_row == 1:
                 await self._error("rate_limited", {"reason": "frames", "retry_after": self.bucket.retry_after()})
             return False
-        # The handshake's sign-in may have ended since (signed out, password changed,
-        # deactivated): ask the session store again, once per frame.
-        return await self._still_allowed()
+        return True
+
+    def _signed_in(self) -> bool:
+        """The session check, for a worker thread: the turn frames ask it inside their own thread hop."""
+        return signed_in_user_id(self.session_key) == self.user.pk
 
     # From the member's group
 
@@ -272,18 +288,27 @@ class ConversationConsumer(MemberSocket):
             await self._receive(text_data)
 
     async def _receive(self, text_data) -> None:
-        if not await self._frame_allowed():
+        if not await self._within_rate():
             return
+        frame = error = None
         if text_data is None:
-            await self._error("invalid", text=_("Only JSON text frames are accepted."))
+            error = FrameError("invalid", _("Only JSON text frames are accepted."))
+        else:
+            try:
+                frame = parse_frame(text_data)
+            except FrameError as refused:
+                error = refused
+        # A turn checks the session in its own worker thread, unless it stores images first.
+        if (frame is None or frame.type not in TURN_FRAMES or _has_data_images(frame)) \
+                and not await self._still_allowed():
             return
-        try:
-            frame = parse_frame(text_data)
-        except FrameError as error:
+        if error is not None:
             await self._error(error.code, error.detail, text=error.message)
             return
         try:
             await self._act(frame)
+        except chat.SignedOut:
+            await self._still_allowed(session_ended=True)
         except chat.Busy as busy:
             await self._error("busy", {"reason": busy.reason} if busy.reason else None)
         except chat.Invalid as error:
@@ -302,14 +327,16 @@ class ConversationConsumer(MemberSocket):
             await self._unavailable(f"a {frame.type} frame")
 
     async def _act(self, frame) -> None:
+        checked = None if _has_data_images(frame) else self._signed_in  # else checked before the images
         if frame.type == "send":
-            turn = await chat.send(self.user, self.conversation_id, frame.text, frame.parts, frame.client_id)
+            turn = await chat.send(self.user, self.conversation_id, frame.text, frame.parts, frame.client_id,
+                                   signed_in=checked)
         elif frame.type == "edit":
-            turn = await chat.edit(
-                self.user, self.conversation_id, frame.message_id, frame.text, frame.parts, frame.client_id
-            )
+            turn = await chat.edit(self.user, self.conversation_id, frame.message_id, frame.text, frame.parts,
+                                   frame.client_id, signed_in=checked)
         elif frame.type == "regenerate":
-            turn = await chat.regenerate(self.user, self.conversation_id, frame.message_id, frame.client_id)
+            turn = await chat.regenerate(self.user, self.conversation_id, frame.message_id, frame.client_id,
+                                         signed_in=checked)
         elif frame.type == "select":
             await chat.select(self.user, self.conversation_id, frame.message_id)
             return

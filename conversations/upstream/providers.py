@@ -18,7 +18,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Exists, OuterRef, Q
 
-from conversations.models import Provider, ProviderModel
+from conversations.models import Provider, ProviderModel, memo
+from conversations.models.memo import Memo
 from conversations.upstream.catalogue import list_models
 from conversations.upstream.client import Endpoint, UpstreamError
 
@@ -113,8 +114,16 @@ def resolve(member, model: str, provider: Provider | None = None) -> Choice | No
 
     Without a provider, a model a provider serves to this member is taken from it; a
     model providers serve only to others is refused; any other name goes to the default
-    provider, as before providers existed. One query.
+    provider, as before providers existed. One query, memoized per process (models/memo.py).
     """
+    key = (member.pk, model, provider.pk if provider is not None else None)
+    return _resolved.get(key, lambda: _resolve(member, model, provider))
+
+
+_resolved = Memo("providers.resolve")
+
+
+def _resolve(member, model: str, provider: Provider | None) -> Choice | None:
     through = ProviderModel.groups.through
     rows = (
         ProviderModel.objects.filter(enabled=True, provider__enabled=True, name=model)
@@ -142,5 +151,6 @@ def refresh_models(provider: Provider) -> tuple[int, int]:
     known = set(provider.models.values_list("name", flat=True))
     new = [ProviderModel(provider=provider, name=name, enabled=False, context_length=context_length_for(name),
                          supports_images=takes_images(name)) for name in names if name not in known]
-    ProviderModel.objects.bulk_create(new)
+    ProviderModel.objects.bulk_create(new)  # sends no signals
+    memo.changed()
     return len(new), len(known)
