@@ -76,12 +76,16 @@ const composer = setupComposer({
   input: $("input"),
   sendButton: $("send"),
   stopButton: $("stop"),
-  onSend: (text, clientId) => {
+  attach: $("attach"),
+  fileInput: $("attach-file"),
+  strip: $("attachments"),
+  onSend: (content, clientId) => {
     say("");
-    if (!conversation) { startConversation(text, clientId); return; }
-    send({ type: "send", content: text, client_id: clientId }); // if closed, sent again after the snapshot
+    if (!conversation) { startConversation(content, clientId); return; }
+    send({ type: "send", content, client_id: clientId }); // if closed, sent again after the snapshot
   },
   onStop: () => send({ type: "stop" }),
+  onError: say,
 });
 
 const sidebar = setupSidebar({
@@ -118,7 +122,7 @@ function updateStreaming() {
 }
 
 /** The first send of a new chat creates the conversation; the URL becomes its own. */
-async function startConversation(text, clientId) {
+async function startConversation(content, clientId) {
   try {
     conversation = await api.createConversation({
       model: draft.model || "", provider: draft.provider || "", system_prompt: draft.system_prompt, params: draft.params,
@@ -135,7 +139,7 @@ async function startConversation(text, clientId) {
   $("chat").dataset.conversationId = conversation.id;
   sidebar.setCurrent(conversation.id);
   sidebar.upsert(conversation);
-  waitingFrame = { type: "send", content: text, client_id: clientId };
+  waitingFrame = { type: "send", content, client_id: clientId };
   connect();
 }
 
@@ -149,7 +153,7 @@ function onSnapshot(frame) {
   if (pending) {
     // Sent before the connection dropped? The snapshot says; if not there, send it again (same client_id).
     if (frame.messages.some((m) => m.client_id === pending.clientId)) composer.accepted(pending.clientId);
-    else if (!waitingFrame) send({ type: "send", content: pending.text, client_id: pending.clientId });
+    else if (!waitingFrame) send({ type: "send", content: pending.content, client_id: pending.clientId });
   }
   if (waitingFrame) {
     const frameToSend = waitingFrame;

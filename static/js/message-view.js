@@ -1,5 +1,5 @@
 // One message on screen: its Markdown body (rendered once per frame while it streams, closed
-// blocks once), its status in the member's language, and its actions.
+// blocks once), its images, its status in the member's language, and its actions.
 import { BlockSplitter, renderMarkdown } from "./markdown.js";
 import { errorText, fill, gettext } from "./i18n.js";
 import { schedule } from "./render-queue.js";
@@ -10,6 +10,49 @@ export const codePoints = (text) => { let n = 0; for (const _ of text) n++; retu
 export function textOf(content) {
   if (typeof content === "string") return content;
   return (content || []).map((part) => (part.type === "text" ? part.text : `[${gettext("image")}]`)).join("\n");
+}
+
+/** The text parts alone (the images are shown as pictures beside them). */
+export function wordsOf(content) {
+  if (typeof content === "string") return content;
+  return (content || []).filter((part) => part.type === "text").map((part) => part.text).join("\n");
+}
+
+/** The image parts' urls. */
+export function imagesOf(content) {
+  if (!Array.isArray(content)) return [];
+  return content.filter((part) => part && part.type === "image_url" && part.image_url && typeof part.image_url.url === "string")
+    .map((part) => part.image_url.url);
+}
+
+// Shown as a picture: this server's own uploads and inline data: images (the page's CSP allows
+// no other origin). Any other address is shown as a link, as text.
+const SHOWN_AS_IMAGE = /^(\/api\/uploads\/[0-9a-f-]{36}$|data:image\/(png|jpeg|gif|webp);)/i;
+
+// Followed as a link: web addresses and the above (never javascript: or any other scheme).
+const LINKABLE = /^(https?:\/\/|\/api\/uploads\/|data:image\/)/i;
+
+function imageElement(url) {
+  const li = document.createElement("li");
+  const link = document.createElement(LINKABLE.test(url) ? "a" : "span");
+  if (link.tagName === "A") {
+    link.href = url;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+  }
+  if (SHOWN_AS_IMAGE.test(url)) {
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = gettext("Attached image");
+    img.loading = "lazy";
+    link.append(img);
+    link.title = gettext("Open the image");
+  } else {
+    link.className = "image-link";
+    link.textContent = url.length > 80 ? `${url.slice(0, 77)}…` : url;
+  }
+  li.append(link);
+  return li;
 }
 
 /** The words under a reply that did not simply complete; "" when there is nothing to say. */
@@ -65,6 +108,10 @@ export class MessageView {
     this.reasoning = "";
     this.reasoningLength = 0;
     this.reasoningShown = "";
+    this.imagesEl = document.createElement("ul");
+    this.imagesEl.className = "message-images";
+    this.imagesEl.hidden = true;
+    this.imagesShown = "";
     this.note = document.createElement("div");
     this.note.className = "note";
     this.bar = document.createElement("div");
@@ -74,7 +121,7 @@ export class MessageView {
     this.roleEl = document.createElement("span");
     this.roleEl.className = "role";
     meta.append(this.roleEl);
-    this.el.append(meta, this.reasoningBox, this.body, this.note, this.bar);
+    this.el.append(meta, this.reasoningBox, this.imagesEl, this.body, this.note, this.bar);
     this.resetText("");
     this.update(message);
   }
@@ -96,7 +143,8 @@ export class MessageView {
     this.el.className = `message ${m.role} ${m.status}`;
     this.roleEl.textContent = m.role === "user" ? gettext("You") : (m.model || gettext("Reply"));
     if (message.content !== undefined) {
-      const text = textOf(message.content);
+      this.showImages(imagesOf(message.content));
+      const text = m.role === "user" ? wordsOf(message.content) : textOf(message.content);
       if (text !== this.text) {
         if (text.startsWith(this.text)) { this.text = text; this.length = codePoints(text); } else this.resetText(text);
       }
@@ -112,6 +160,14 @@ export class MessageView {
     this.note.setAttribute("role", words && m.status !== "stopped" ? "alert" : "status");
     this.drawActions();
     schedule(this);
+  }
+
+  showImages(urls) {
+    const key = JSON.stringify(urls);
+    if (key === this.imagesShown) return;
+    this.imagesShown = key;
+    this.imagesEl.replaceChildren(...urls.map(imageElement));
+    this.imagesEl.hidden = urls.length === 0;
   }
 
   /** Append a delta at `offset` (code points). Returns false on a gap (the page starts again from a snapshot). */
@@ -239,8 +295,11 @@ export class MessageView {
     cancel.addEventListener("click", close);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      if (!box.value.trim()) return;
-      if (this.actions.edit(this.id, box.value)) close();
+      // The question's images go with its new version.
+      const images = Array.isArray(this.message.content) ? this.message.content.filter((part) => part.type === "image_url") : [];
+      if (!box.value.trim() && !images.length) return;
+      const content = images.length ? [...(box.value.trim() ? [{ type: "text", text: box.value }] : []), ...images] : box.value;
+      if (this.actions.edit(this.id, content)) close();
     });
     box.addEventListener("keydown", (event) => {
       if (event.key === "Escape") close();
