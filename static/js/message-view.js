@@ -1,5 +1,6 @@
 // One message on screen: its Markdown body (rendered once per frame while it streams, closed
-// blocks once), its images, its status in the member's language, and its actions.
+// blocks once), its images, what the model thought first (a "Thinking" section), its status in
+// the member's language, and its actions.
 import { BlockSplitter, renderMarkdown } from "./markdown.js";
 import { errorText, fill, gettext } from "./i18n.js";
 import { schedule } from "./render-queue.js";
@@ -100,14 +101,15 @@ export class MessageView {
     this.reasoningBox = document.createElement("details");
     this.reasoningBox.className = "reasoning";
     this.reasoningBox.hidden = true;
-    const summary = document.createElement("summary");
-    summary.textContent = gettext("Reasoning");
+    this.reasoningSummary = document.createElement("summary");
+    this.reasoningSummary.textContent = gettext("Thinking");
     this.reasoningEl = document.createElement("div");
     this.reasoningEl.className = "reasoning-text";
-    this.reasoningBox.append(summary, this.reasoningEl);
+    this.reasoningBox.append(this.reasoningSummary, this.reasoningEl);
     this.reasoning = "";
     this.reasoningLength = 0;
     this.reasoningShown = "";
+    this.reasoningOpened = false; // opened by the page while the model thinks (closed when it answers)
     this.imagesEl = document.createElement("ul");
     this.imagesEl.className = "message-images";
     this.imagesEl.hidden = true;
@@ -204,6 +206,7 @@ export class MessageView {
       this.reasoningShown = this.reasoning;
       this.reasoningBox.hidden = !this.reasoning;
     }
+    this.foldReasoning();
     if (this.role === "user") {
       // The member's own words are shown as typed (as text: never parsed as HTML).
       if (this.tailShown !== this.text) { this.closedEl.textContent = this.text; this.tailShown = this.text; }
@@ -232,6 +235,20 @@ export class MessageView {
       spent += tail.length;
     }
     return { spent, more: behind };
+  }
+
+  /** Open while the model thinks and has not begun its answer; folded away once the answer starts. */
+  foldReasoning() {
+    const thinking = Boolean(this.reasoning) && !this.text && !this.final;
+    this.reasoningSummary.textContent = thinking ? gettext("Thinking…") : gettext("Thinking");
+    this.reasoningBox.classList.toggle("thinking", thinking);
+    if (thinking && !this.reasoningOpened) {
+      this.reasoningOpened = true;
+      this.reasoningBox.open = true;
+    } else if (!thinking && this.reasoningOpened) { // the answer began (or the reply ended)
+      this.reasoningOpened = false;
+      this.reasoningBox.open = false;
+    }
   }
 
   drawActions() {
