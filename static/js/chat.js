@@ -201,6 +201,7 @@ function handle(frame) {
       const view = messages.get(frame.message_id);
       if (view) view.finish(frame.status, frame.finish_reason, frame.usage);
       updateStreaming();
+      if (view && conversation && conversation.params && conversation.params.logprobs) fetchLogprobs(frame.message_id);
       break;
     }
     case "error":
@@ -225,6 +226,18 @@ function handle(frame) {
       sidebar.remove(frame.conversation_id);
       if (conversation && frame.conversation_id === conversation.id) say(gettext("This conversation was deleted."));
       break;
+  }
+}
+
+/** A finished reply's token probabilities are stored with it, not sent in `done`: read them once. */
+async function fetchLogprobs(messageId) {
+  try {
+    const stored = await api.conversation(conversation.id);
+    const found = stored.messages.find((m) => m.id === messageId);
+    const view = messages.get(messageId);
+    if (found && found.logprobs && view) view.update({ logprobs: found.logprobs });
+  } catch {
+    // The token view waits for the next snapshot.
   }
 }
 

@@ -1,9 +1,10 @@
 // One message on screen: its Markdown body (rendered once per frame while it streams, closed
-// blocks once), its images, what the model thought first (a "Thinking" section), its status in
-// the member's language, and its actions.
+// blocks once), its images, what the model thought first (a "Thinking" section), its tokens'
+// probabilities when it has them, its status in the member's language, and its actions.
 import { BlockSplitter, renderMarkdown } from "./markdown.js";
 import { errorText, fill, gettext } from "./i18n.js";
 import { schedule } from "./render-queue.js";
+import { hideTokenTip, tokenView } from "./token-view.js";
 
 // Offsets are Unicode code points, as the server counts them (Python's len), not UTF-16 units.
 export const codePoints = (text) => { let n = 0; for (const _ of text) n++; return n; };
@@ -114,6 +115,7 @@ export class MessageView {
     this.imagesEl.className = "message-images";
     this.imagesEl.hidden = true;
     this.imagesShown = "";
+    this.tokensEl = null; // the token view, made when first asked for
     this.note = document.createElement("div");
     this.note.className = "note";
     this.bar = document.createElement("div");
@@ -251,6 +253,22 @@ export class MessageView {
     }
   }
 
+  /** The token view in place of the body, or the body again. */
+  toggleTokens(toggle) {
+    const showing = !(this.tokensEl && !this.tokensEl.hidden);
+    if (showing) {
+      const view = tokenView(this.message.logprobs);
+      if (this.tokensEl) this.tokensEl.replaceWith(view); else this.body.after(view);
+      this.tokensEl = view;
+    } else {
+      this.tokensEl.hidden = true;
+      hideTokenTip();
+    }
+    this.body.hidden = showing;
+    toggle.setAttribute("aria-pressed", String(showing));
+    toggle.textContent = showing ? gettext("Text") : gettext("Tokens");
+  }
+
   drawActions() {
     const m = this.message;
     const streaming = m.status === "streaming";
@@ -283,6 +301,14 @@ export class MessageView {
           failed ? gettext("Try this reply again") : gettext("Write this reply again"));
         again.addEventListener("click", () => this.actions.regenerate(m.id));
         parts.push(again);
+        if (Array.isArray(m.logprobs) && m.logprobs.length) {
+          const shownNow = Boolean(this.tokensEl && !this.tokensEl.hidden);
+          const tokens = button("tokens-toggle", shownNow ? gettext("Text") : gettext("Tokens"),
+            gettext("Show each token with its probability"));
+          tokens.setAttribute("aria-pressed", String(shownNow));
+          tokens.addEventListener("click", () => this.toggleTokens(tokens));
+          parts.push(tokens);
+        }
       } else if (m.role === "user") {
         const edit = button("edit", gettext("Edit"), gettext("Edit and send again"));
         edit.addEventListener("click", () => this.startEditing());

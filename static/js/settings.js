@@ -1,6 +1,7 @@
 // The model picker (fed by /api/models/) and the conversation's settings panel: system prompt
-// and the Chat Completions parameters, each validated here first and then by the server,
-// whose words appear next to the field they are about.
+// and the Chat Completions parameters (token probabilities and logit bias among them), each
+// validated here first and then by the server, whose words appear next to the field they are
+// about.
 import { api } from "./api.js";
 import { errorText, fill, gettext } from "./i18n.js";
 
@@ -11,7 +12,25 @@ const NUMBERS = {
   frequency_penalty: { min: -2, max: 2, integer: false },
   max_tokens: { min: 1, max: 1000000, integer: true },
   seed: { min: -(2 ** 63), max: 2 ** 63 - 1, integer: true },
+  top_logprobs: { min: 0, max: 5, integer: true },
 };
+
+/** The logit bias box: "" (none), or {token id: bias} checked the way the server checks it. */
+function readLogitBias(raw) {
+  if (!raw.trim()) return { value: null };
+  let value;
+  try { value = JSON.parse(raw); } catch { value = undefined; }
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    return { error: gettext("Logit bias must be a JSON object, e.g. {\"50256\": -100}.") };
+  }
+  for (const [token, bias] of Object.entries(value)) {
+    if (!/^[0-9]+$/.test(token)) return { error: gettext("Logit bias keys must be token ids (whole numbers).") };
+    if (typeof bias !== "number" || bias < -100 || bias > 100) {
+      return { error: fill(gettext("The bias of token %(token)s must be a number from -100 to 100."), { token }) };
+    }
+  }
+  return { value };
+}
 
 /** Read the form into {system_prompt, params} or {errors: {field: message}}; null removes a parameter. */
 export function readSettings(form) {
@@ -44,6 +63,12 @@ export function readSettings(form) {
       errors["params.response_format"] = gettext("The JSON schema must be a JSON object.");
     }
   }
+  params.logprobs = form.elements.logprobs.checked ? true : null;
+  if (params.top_logprobs && !params.logprobs) {
+    errors["params.top_logprobs"] = gettext("Alternatives need the token probabilities kept.");
+  }
+  const bias = readLogitBias(form.elements.logit_bias.value);
+  if (bias.error) errors["params.logit_bias"] = bias.error; else params.logit_bias = bias.value;
   return { system_prompt: form.elements.system_prompt.value, params, errors };
 }
 
@@ -57,6 +82,8 @@ function fillForm(form, conversation) {
   form.elements.response_format.value = format ? format.type : "";
   form.elements.json_schema.value = format && format.json_schema ? JSON.stringify(format.json_schema, null, 2) : "";
   form.elements.json_schema.hidden = form.elements.response_format.value !== "json_schema";
+  form.elements.logprobs.checked = params.logprobs === true;
+  form.elements.logit_bias.value = params.logit_bias ? JSON.stringify(params.logit_bias) : "";
 }
 
 /**
