@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { setupComposer, uuid } from "./composer.js";
 import { errorText, gettext } from "./i18n.js";
 import { setupMessageList } from "./message-list.js";
+import { setupPresetPicker } from "./preset-picker.js";
 import { setupSettings } from "./settings.js";
 import { setupSidebar } from "./sidebar.js";
 import { goToSignIn, openSocket } from "./socket.js";
@@ -11,7 +12,10 @@ import { goToSignIn, openSocket } from "./socket.js";
 const $ = (id) => document.getElementById(id);
 const data = JSON.parse($("page-data").textContent);
 let conversation = data.conversation; // null on a new chat until its first message is sent
-const draft = { model: data.default_model, provider: "", system_prompt: "", params: {} };
+// A new chat's settings until its first send. `changed`: the fields the member set here, which
+// win over a preset's. `preset`: undefined until the lists arrive (the server's defaults
+// apply), null for "no preset", else the preset the chat starts from.
+const draft = { model: data.default_model, provider: "", system_prompt: "", params: {}, changed: new Set(), preset: undefined };
 const current = () => conversation || draft;
 const siteName = document.title.includes(" · ") ? document.title.slice(document.title.lastIndexOf(" · ") + 3) : document.title;
 let socket = null;
@@ -104,16 +108,56 @@ const settings = setupSettings({
   picker: $("model"),
   dialog: $("settings"),
   openButton: $("settings-open"),
+  presetDialog: $("preset-save"),
   getConversation: current,
   defaultModel: data.default_model,
   save: async (fields) => {
-    if (!conversation) { Object.assign(draft, fields); return; } // kept for the first send
+    if (!conversation) { // kept for the first send
+      Object.assign(draft, fields);
+      for (const name of Object.keys(fields)) draft.changed.add(name);
+      return;
+    }
     const saved = await api.updateConversation(conversation.id, fields);
     delete saved.messages;
     conversation = { ...saved, provider: fields.provider ?? conversation.provider };
   },
+  onPresetSaved: (preset) => { if (presetPicker) presetPicker.add(preset); },
 });
 settings.onPickerError(say);
+
+/** A preset chosen for a new chat: its model, prompt and parameters, shown in the picker and the panel. */
+function applyPreset(preset, initial) {
+  draft.preset = preset;
+  if (initial && !preset) return; // no default preset: the page's own defaults stand
+  const start = preset
+    ? { model: preset.model || data.default_model, provider: preset.model ? preset.provider || "" : "",
+        system_prompt: preset.system_prompt, params: { ...preset.params } }
+    : { model: data.default_model, provider: "", system_prompt: "", params: {} };
+  for (const [name, value] of Object.entries(start)) {
+    // The default preset arrives a moment after the page: what the member set meanwhile stays.
+    if (initial && draft.changed.has(name)) continue;
+    draft[name] = value;
+  }
+  if (!initial) draft.changed.clear();
+  settings.refresh();
+}
+
+const presetPicker = conversation ? null : setupPresetPicker({
+  root: $("preset-picker"), select: $("preset"), onPick: applyPreset, onError: say,
+});
+
+/** The body that creates a new chat: its preset, and what the member set (or everything, for "no preset"). */
+function newConversationBody() {
+  const body = {};
+  if (draft.preset) body.preset = draft.preset.id;
+  // "No preset" must not fall back to a default preset on the server: every field is given.
+  const given = draft.preset === null ? ["model", "system_prompt", "params"] : [...draft.changed];
+  for (const name of given) {
+    if (name === "model" || name === "provider") { body.model = draft.model || ""; body.provider = draft.provider || ""; }
+    else body[name] = draft[name];
+  }
+  return body;
+}
 
 function updateStreaming() {
   const streaming = messages.streaming();
@@ -124,21 +168,22 @@ function updateStreaming() {
 /** The first send of a new chat creates the conversation; the URL becomes its own. */
 async function startConversation(content, clientId) {
   try {
-    conversation = await api.createConversation({
-      model: draft.model || "", provider: draft.provider || "", system_prompt: draft.system_prompt, params: draft.params,
-    });
+    conversation = await api.createConversation(newConversationBody());
   } catch (error) {
     composer.refused();
     if (error.fields && Object.keys(error.fields).some((k) => k !== "title")) {
       settings.showErrors(error.fields);
     }
-    say(errorText(error.code, null, error.message));
+    if (error.fields && error.fields.preset) say(error.fields.preset.join(" "));
+    else say(errorText(error.code, null, error.message));
     return;
   }
   history.replaceState(null, "", `/c/${conversation.id}/`);
   $("chat").dataset.conversationId = conversation.id;
   sidebar.setCurrent(conversation.id);
   sidebar.upsert(conversation);
+  if (presetPicker) presetPicker.hide();
+  settings.refresh();
   waitingFrame = { type: "send", content, client_id: clientId };
   connect();
 }

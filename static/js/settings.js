@@ -1,7 +1,7 @@
 // The model picker (fed by /api/models/) and the conversation's settings panel: system prompt
 // and the Chat Completions parameters (token probabilities and logit bias among them), each
 // validated here first and then by the server, whose words appear next to the field they are
-// about.
+// about; and "Save as preset", which keeps them as one of the member's presets.
 import { api } from "./api.js";
 import { errorText, fill, gettext } from "./i18n.js";
 
@@ -86,26 +86,33 @@ function fillForm(form, conversation) {
   form.elements.logit_bias.value = params.logit_bias ? JSON.stringify(params.logit_bias) : "";
 }
 
+/** Parameters as a preset keeps them: the ones set (null means "not set" in the form). */
+const setOnly = (params) => Object.fromEntries(Object.entries(params).filter(([, value]) => value !== null));
+
+/** Each error next to its field (`data-field`), the rest in `formError`. */
+function showFieldErrors(form, formError, errors) {
+  for (const field of form.querySelectorAll(".field")) {
+    const messages = errors[field.dataset.field];
+    const words = Array.isArray(messages) ? messages.join(" ") : (messages || "");
+    field.classList.toggle("invalid", Boolean(words));
+    field.querySelector(".field-error").textContent = words;
+    const control = field.querySelector("input, textarea, select");
+    if (control) control.setAttribute("aria-invalid", String(Boolean(words)));
+  }
+  const shownSomewhere = Object.keys(errors).some((key) => form.querySelector(`.field[data-field="${CSS.escape(key)}"]`));
+  formError.textContent = !shownSomewhere && errors.__all__ ? errors.__all__ : "";
+}
+
 /**
  * picker, dialog, openButton: elements. getConversation(): the conversation (or the draft of a
  * new chat). save(fields): persists (PATCH) or keeps them for the first send; rejects with an ApiError.
+ * presetDialog: the "Save as preset" name dialog; onPresetSaved(preset): a preset was made.
  */
-export function setupSettings({ picker, dialog, openButton, getConversation, save, defaultModel }) {
+export function setupSettings({ picker, dialog, openButton, getConversation, save, defaultModel, presetDialog, onPresetSaved }) {
   const form = dialog.querySelector("form");
   const formError = dialog.querySelector("#settings-error");
-
-  function showErrors(errors) {
-    for (const field of form.querySelectorAll(".field")) {
-      const messages = errors[field.dataset.field];
-      const words = Array.isArray(messages) ? messages.join(" ") : (messages || "");
-      field.classList.toggle("invalid", Boolean(words));
-      field.querySelector(".field-error").textContent = words;
-      const control = field.querySelector("input, textarea, select");
-      if (control) control.setAttribute("aria-invalid", String(Boolean(words)));
-    }
-    const shownSomewhere = Object.keys(errors).some((key) => form.querySelector(`.field[data-field="${CSS.escape(key)}"]`));
-    formError.textContent = !shownSomewhere && errors.__all__ ? errors.__all__ : "";
-  }
+  const status = dialog.querySelector("#settings-status");
+  const showErrors = (errors) => showFieldErrors(form, formError, errors);
 
   form.elements.response_format.addEventListener("change", () => {
     form.elements.json_schema.hidden = form.elements.response_format.value !== "json_schema";
@@ -113,6 +120,7 @@ export function setupSettings({ picker, dialog, openButton, getConversation, sav
   openButton.addEventListener("click", () => {
     fillForm(form, getConversation());
     showErrors({});
+    status.textContent = "";
     dialog.showModal();
   });
   dialog.querySelector("#settings-cancel").addEventListener("click", () => dialog.close());
@@ -176,6 +184,48 @@ export function setupSettings({ picker, dialog, openButton, getConversation, sav
     showPickerError(error, false);
   });
   drawPicker(currentChoice());
+
+  // Save as preset: what the panel shows now (checked as for saving), under a name the member gives.
+  const presetForm = presetDialog.querySelector("form");
+  const presetError = presetDialog.querySelector("#preset-save-error");
+  dialog.querySelector("#preset-save-open").addEventListener("click", () => {
+    const read = readSettings(form);
+    showErrors(read.errors);
+    if (Object.keys(read.errors).length) return;
+    presetForm.reset();
+    showFieldErrors(presetForm, presetError, {});
+    presetDialog.showModal();
+  });
+  presetDialog.querySelector("#preset-save-cancel").addEventListener("click", () => presetDialog.close());
+  presetForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = presetForm.elements.name.value.trim();
+    if (!name) { showFieldErrors(presetForm, presetError, { name: gettext("A preset needs a name.") }); return; }
+    const read = readSettings(form);
+    if (Object.keys(read.errors).length) { presetDialog.close(); showErrors(read.errors); return; }
+    const choice = currentChoice();
+    try {
+      const preset = await api.createPreset({
+        name, model: choice.model || "", provider: choice.model ? (choice.provider || "") : "",
+        system_prompt: read.system_prompt, params: setOnly(read.params),
+      });
+      presetDialog.close();
+      status.textContent = fill(gettext("Saved as the preset “%(name)s”."), { name: preset.name });
+      if (onPresetSaved) onPresetSaved(preset);
+    } catch (error) {
+      const fields = { ...error.fields };
+      const settingsFields = Object.keys(fields).filter((key) => key.startsWith("params") || key === "system_prompt" || key === "model");
+      if (settingsFields.length) {
+        // About the panel's values: said there, by their fields.
+        presetDialog.close();
+        if (fields.params && !Object.keys(fields).some((k) => k.startsWith("params."))) fields.__all__ = fields.params.join(" ");
+        showErrors(fields);
+        return;
+      }
+      if (!fields.name) fields.__all__ = errorText(error.code, error.detail, error.message);
+      showFieldErrors(presetForm, presetError, fields);
+    }
+  });
 
   return {
     /** The conversation changed elsewhere (another tab, a snapshot): show its model. */
