@@ -1,6 +1,7 @@
-// The account page's script: the member's presets (make one the default, delete their own).
+// The account page's script: the member's presets (make one the default, delete their own),
+// and importing a file of conversations (the server's words for a bad file, links to what came in).
 import { api } from "./api.js";
-import { errorText, fill, gettext } from "./i18n.js";
+import { errorText, fill, gettext, ngettext } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -113,4 +114,51 @@ function setupPresets() {
   }).catch((error) => say(problem, errorText(error.code, error.detail, error.message)));
 }
 
+function setupImport() {
+  const form = $("import-form");
+  const file = $("import-file");
+  const submit = $("import-submit");
+  const result = $("import-result");
+  const problem = $("import-error");
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    say(problem, "");
+    result.hidden = true;
+    const chosen = file.files && file.files[0];
+    if (!chosen) { say(problem, gettext("Choose a file to import.")); return; }
+    submit.disabled = true;
+    try {
+      const answer = await api.importFile(chosen);
+      const count = answer.imported.length;
+      const heading = document.createElement("p");
+      heading.textContent = fill(ngettext("Imported %(count)s conversation:", "Imported %(count)s conversations:", count), { count });
+      const links = document.createElement("ul");
+      for (const conversation of answer.imported) {
+        const li = document.createElement("li");
+        const link = document.createElement("a");
+        link.href = `/c/${conversation.id}/`;
+        link.textContent = conversation.title || gettext("New chat"); // titles are text
+        const messages = document.createElement("span");
+        messages.className = "hint";
+        messages.textContent = ` (${fill(ngettext("%(count)s message", "%(count)s messages", conversation.messages), { count: conversation.messages })})`;
+        li.append(link, messages);
+        links.append(li);
+      }
+      result.replaceChildren(heading, links);
+      result.hidden = false;
+      form.reset();
+    } catch (error) {
+      // The server says what is wrong and where ("conversation 3, message 12: …"), in the member's language.
+      const words = error.code === "invalid" || error.code === "too_large"
+        ? error.serverMessage || errorText(error.code, error.detail, error.message)
+        : errorText(error.code, error.detail, error.message);
+      say(problem, fill(gettext("Nothing was imported: %(reason)s"), { reason: words }));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
 setupPresets();
+setupImport();

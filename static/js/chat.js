@@ -2,6 +2,7 @@
 // together. Each module does one thing; what happens on each frame is decided here.
 import { api } from "./api.js";
 import { setupComposer, uuid } from "./composer.js";
+import { setupExportMenu } from "./export-menu.js";
 import { errorText, gettext } from "./i18n.js";
 import { setupMessageList } from "./message-list.js";
 import { setupPresetPicker } from "./preset-picker.js";
@@ -104,6 +105,9 @@ const sidebar = setupSidebar({
   onError: say,
 });
 
+const exportMenu = setupExportMenu({ root: $("export"), button: $("export-open"), menu: $("export-menu") });
+exportMenu.show(conversation ? conversation.id : null);
+
 const settings = setupSettings({
   picker: $("model"),
   dialog: $("settings"),
@@ -183,6 +187,7 @@ async function startConversation(content, clientId) {
   sidebar.setCurrent(conversation.id);
   sidebar.upsert(conversation);
   if (presetPicker) presetPicker.hide();
+  exportMenu.show(conversation.id);
   settings.refresh();
   waitingFrame = { type: "send", content, client_id: clientId };
   connect();
