@@ -2,8 +2,10 @@
 // together. Each module does one thing; what happens on each frame is decided here.
 import { api } from "./api.js";
 import { setupComposer, uuid } from "./composer.js";
+import { setupExportMenu } from "./export-menu.js";
 import { errorText, gettext } from "./i18n.js";
 import { setupMessageList } from "./message-list.js";
+import { setupPresetPicker } from "./preset-picker.js";
 import { setupSettings } from "./settings.js";
 import { setupSidebar } from "./sidebar.js";
 import { goToSignIn, openSocket } from "./socket.js";
@@ -11,7 +13,10 @@ import { goToSignIn, openSocket } from "./socket.js";
 const $ = (id) => document.getElementById(id);
 const data = JSON.parse($("page-data").textContent);
 let conversation = data.conversation; // null on a new chat until its first message is sent
-const draft = { model: data.default_model, provider: "", system_prompt: "", params: {} };
+// A new chat's settings until its first send. `changed`: the fields the member set here, which
+// win over a preset's. `preset`: undefined until the lists arrive (the server's defaults
+// apply), null for "no preset", else the preset the chat starts from.
+const draft = { model: data.default_model, provider: "", system_prompt: "", params: {}, changed: new Set(), preset: undefined };
 const current = () => conversation || draft;
 const siteName = document.title.includes(" · ") ? document.title.slice(document.title.lastIndexOf(" · ") + 3) : document.title;
 let socket = null;
@@ -76,12 +81,16 @@ const composer = setupComposer({
   input: $("input"),
   sendButton: $("send"),
   stopButton: $("stop"),
-  onSend: (text, clientId) => {
+  attach: $("attach"),
+  fileInput: $("attach-file"),
+  strip: $("attachments"),
+  onSend: (content, clientId) => {
     say("");
-    if (!conversation) { startConversation(text, clientId); return; }
-    send({ type: "send", content: text, client_id: clientId }); // if closed, sent again after the snapshot
+    if (!conversation) { startConversation(content, clientId); return; }
+    send({ type: "send", content, client_id: clientId }); // if closed, sent again after the snapshot
   },
   onStop: () => send({ type: "stop" }),
+  onError: say,
 });
 
 const sidebar = setupSidebar({
@@ -96,20 +105,63 @@ const sidebar = setupSidebar({
   onError: say,
 });
 
+const exportMenu = setupExportMenu({ root: $("export"), button: $("export-open"), menu: $("export-menu") });
+exportMenu.show(conversation ? conversation.id : null);
+
 const settings = setupSettings({
   picker: $("model"),
   dialog: $("settings"),
   openButton: $("settings-open"),
+  presetDialog: $("preset-save"),
   getConversation: current,
   defaultModel: data.default_model,
   save: async (fields) => {
-    if (!conversation) { Object.assign(draft, fields); return; } // kept for the first send
+    if (!conversation) { // kept for the first send
+      Object.assign(draft, fields);
+      for (const name of Object.keys(fields)) draft.changed.add(name);
+      return;
+    }
     const saved = await api.updateConversation(conversation.id, fields);
     delete saved.messages;
     conversation = { ...saved, provider: fields.provider ?? conversation.provider };
   },
+  onPresetSaved: (preset) => { if (presetPicker) presetPicker.add(preset); },
 });
 settings.onPickerError(say);
+
+/** A preset chosen for a new chat: its model, prompt and parameters, shown in the picker and the panel. */
+function applyPreset(preset, initial) {
+  draft.preset = preset;
+  if (initial && !preset) return; // no default preset: the page's own defaults stand
+  const start = preset
+    ? { model: preset.model || data.default_model, provider: preset.model ? preset.provider || "" : "",
+        system_prompt: preset.system_prompt, params: { ...preset.params } }
+    : { model: data.default_model, provider: "", system_prompt: "", params: {} };
+  for (const [name, value] of Object.entries(start)) {
+    // The default preset arrives a moment after the page: what the member set meanwhile stays.
+    if (initial && draft.changed.has(name)) continue;
+    draft[name] = value;
+  }
+  if (!initial) draft.changed.clear();
+  settings.refresh();
+}
+
+const presetPicker = conversation ? null : setupPresetPicker({
+  root: $("preset-picker"), select: $("preset"), onPick: applyPreset, onError: say,
+});
+
+/** The body that creates a new chat: its preset, and what the member set (or everything, for "no preset"). */
+function newConversationBody() {
+  const body = {};
+  if (draft.preset) body.preset = draft.preset.id;
+  // "No preset" must not fall back to a default preset on the server: every field is given.
+  const given = draft.preset === null ? ["model", "system_prompt", "params"] : [...draft.changed];
+  for (const name of given) {
+    if (name === "model" || name === "provider") { body.model = draft.model || ""; body.provider = draft.provider || ""; }
+    else body[name] = draft[name];
+  }
+  return body;
+}
 
 function updateStreaming() {
   const streaming = messages.streaming();
@@ -118,24 +170,26 @@ function updateStreaming() {
 }
 
 /** The first send of a new chat creates the conversation; the URL becomes its own. */
-async function startConversation(text, clientId) {
+async function startConversation(content, clientId) {
   try {
-    conversation = await api.createConversation({
-      model: draft.model || "", provider: draft.provider || "", system_prompt: draft.system_prompt, params: draft.params,
-    });
+    conversation = await api.createConversation(newConversationBody());
   } catch (error) {
     composer.refused();
     if (error.fields && Object.keys(error.fields).some((k) => k !== "title")) {
       settings.showErrors(error.fields);
     }
-    say(errorText(error.code, null, error.message));
+    if (error.fields && error.fields.preset) say(error.fields.preset.join(" "));
+    else say(errorText(error.code, null, error.message));
     return;
   }
   history.replaceState(null, "", `/c/${conversation.id}/`);
   $("chat").dataset.conversationId = conversation.id;
   sidebar.setCurrent(conversation.id);
   sidebar.upsert(conversation);
-  waitingFrame = { type: "send", content: text, client_id: clientId };
+  if (presetPicker) presetPicker.hide();
+  exportMenu.show(conversation.id);
+  settings.refresh();
+  waitingFrame = { type: "send", content, client_id: clientId };
   connect();
 }
 
@@ -149,7 +203,7 @@ function onSnapshot(frame) {
   if (pending) {
     // Sent before the connection dropped? The snapshot says; if not there, send it again (same client_id).
     if (frame.messages.some((m) => m.client_id === pending.clientId)) composer.accepted(pending.clientId);
-    else if (!waitingFrame) send({ type: "send", content: pending.text, client_id: pending.clientId });
+    else if (!waitingFrame) send({ type: "send", content: pending.content, client_id: pending.clientId });
   }
   if (waitingFrame) {
     const frameToSend = waitingFrame;
@@ -197,6 +251,7 @@ function handle(frame) {
       const view = messages.get(frame.message_id);
       if (view) view.finish(frame.status, frame.finish_reason, frame.usage);
       updateStreaming();
+      if (view && conversation && conversation.params && conversation.params.logprobs) fetchLogprobs(frame.message_id);
       break;
     }
     case "error":
@@ -221,6 +276,18 @@ function handle(frame) {
       sidebar.remove(frame.conversation_id);
       if (conversation && frame.conversation_id === conversation.id) say(gettext("This conversation was deleted."));
       break;
+  }
+}
+
+/** A finished reply's token probabilities are stored with it, not sent in `done`: read them once. */
+async function fetchLogprobs(messageId) {
+  try {
+    const stored = await api.conversation(conversation.id);
+    const found = stored.messages.find((m) => m.id === messageId);
+    const view = messages.get(messageId);
+    if (found && found.logprobs && view) view.update({ logprobs: found.logprobs });
+  } catch {
+    // The token view waits for the next snapshot.
   }
 }
 

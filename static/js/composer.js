@@ -1,6 +1,8 @@
 // The composer: Enter sends, Shift+Enter starts a new line, Enter during IME composition never
-// sends; the box grows with the text. Its text stays until the server has the question: the
-// box is cleared only when this tab sees its own question come back (its client_id).
+// sends; the box grows with the text. Images come by the button, a paste or a drop
+// (attachments.js). Text and images stay until the server has the question: the box is cleared
+// only when this tab sees its own question come back (its client_id).
+import { filesOf, setupAttachments } from "./attachments.js";
 
 const MAX_ROWS_PX = 240;
 
@@ -12,10 +14,21 @@ export function uuid() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** onSend(text, clientId) starts sending; the page calls accepted(clientId) or refused() later. */
-export function setupComposer({ form, input, sendButton, stopButton, onSend, onStop }) {
+/** The frame's content: the text alone, or parts (text first, then the images). */
+export function contentOf(text, imageParts) {
+  if (!imageParts.length) return text;
+  return [...(text.trim() ? [{ type: "text", text }] : []), ...imageParts];
+}
+
+/**
+ * onSend(content, clientId) starts sending; the page calls accepted(clientId) or refused() later.
+ * onError(text): a refused image. attach (button), fileInput, strip: the images' controls.
+ */
+export function setupComposer({ form, input, sendButton, stopButton, attach, fileInput, strip, onSend, onStop, onError }) {
   let composing = false;
-  let pending = null; // {clientId, text}: sent, not yet seen back
+  let pending = null; // {clientId, text, content, urls}: sent, not yet seen back
+
+  const images = setupAttachments({ strip, onError, onChange: () => { sendButton.disabled = Boolean(pending) || images.busy(); } });
 
   function grow() {
     input.style.height = "auto";
@@ -37,12 +50,45 @@ export function setupComposer({ form, input, sendButton, stopButton, onSend, onS
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value;
-    if (!text.trim() || pending) return;
-    pending = { clientId: uuid(), text };
+    if ((!text.trim() && images.isEmpty()) || pending || images.busy()) return;
+    const parts = images.parts();
+    pending = { clientId: uuid(), text, content: contentOf(text, parts), urls: parts.map((p) => p.image_url.url) };
     sendButton.disabled = true;
-    onSend(text, pending.clientId);
+    onSend(pending.content, pending.clientId);
   });
   stopButton.addEventListener("click", () => onStop());
+
+  // Images: the button, a paste, a drop onto the composer.
+  attach.addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    images.add(Array.from(fileInput.files || []));
+    fileInput.value = ""; // the same file may be picked again
+    input.focus();
+  });
+  input.addEventListener("paste", (event) => {
+    const files = filesOf(event.clipboardData, { paste: true });
+    if (!files.length) return; // text: the textarea's own paste
+    event.preventDefault();
+    images.add(files);
+  });
+  const carriesFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
+  form.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    form.classList.add("dropping");
+  });
+  form.addEventListener("dragleave", (event) => {
+    if (!form.contains(event.relatedTarget)) form.classList.remove("dropping");
+  });
+  form.addEventListener("drop", (event) => {
+    form.classList.remove("dropping");
+    const files = filesOf(event.dataTransfer);
+    if (!files.length) return;
+    event.preventDefault();
+    images.add(files);
+    input.focus();
+  });
 
   return {
     focus() { input.focus(); },
@@ -51,14 +97,16 @@ export function setupComposer({ form, input, sendButton, stopButton, onSend, onS
     accepted(clientId) {
       if (!pending || pending.clientId !== clientId) return;
       if (input.value === pending.text) input.value = "";
+      const sent = pending.urls;
       pending = null;
-      sendButton.disabled = false;
+      images.sent(sent);
+      sendButton.disabled = images.busy();
       grow();
     },
-    /** The server refused it (busy, too large, invalid, rate limited): the text stays in the box. */
+    /** The server refused it (busy, too large, invalid, rate limited): text and images stay in the box. */
     refused() {
       pending = null;
-      sendButton.disabled = false;
+      sendButton.disabled = images.busy();
       input.focus();
     },
     setStreaming(streaming) {

@@ -1,5 +1,7 @@
 // The branch on screen: messages in order, each a MessageView, and following the newest text
-// until the member scrolls up (then a "jump to latest" button).
+// until the member scrolls up (then a "jump to latest" button). Where the latest reply's context
+// began, when the model's context could not hold the whole branch, is marked.
+import { fill, ngettext } from "./i18n.js";
 import { MessageView } from "./message-view.js";
 import { onFrameRendered } from "./render-queue.js";
 
@@ -8,6 +10,22 @@ const NEAR_BOTTOM_PX = 48;
 export function setupMessageList({ list, scroller, jump, actions }) {
   const views = new Map();
   let following = true;
+
+  // The cut: before the first message the latest reply's model saw, when earlier ones were dropped.
+  const cutMark = document.createElement("li");
+  cutMark.className = "context-cut";
+  cutMark.setAttribute("role", "note");
+  function markCut() {
+    const replies = [...views.values()].filter((view) => view.message.role === "assistant" && view.message.context);
+    const context = replies.length ? replies[replies.length - 1].message.context : null;
+    const first = context && context.dropped > 0 ? views.get(context.first_message_id) : null;
+    if (!first) { cutMark.remove(); return; }
+    cutMark.textContent = fill(ngettext(
+      "Earlier messages were not sent to the model (%(count)s dropped to fit its context).",
+      "Earlier messages were not sent to the model (%(count)s dropped to fit its context).",
+      context.dropped), { count: context.dropped });
+    if (first.el.previousSibling !== cutMark) list.insertBefore(cutMark, first.el);
+  }
 
   const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
   function follow() {
@@ -48,6 +66,7 @@ export function setupMessageList({ list, scroller, jump, actions }) {
         if (view) { views.set(message.id, view); list.append(view.el); } else add(message);
       }
       following = true;
+      markCut();
     },
     /**
      * A message frame: update it if shown; else it starts a branch after its parent (a new
@@ -55,7 +74,7 @@ export function setupMessageList({ list, scroller, jump, actions }) {
      */
     show(message) {
       const shown = views.get(message.id);
-      if (shown) { shown.update(message); return shown; }
+      if (shown) { shown.update(message); markCut(); return shown; }
       const ids = [...views.keys()];
       const cut = message.parent_id ? ids.indexOf(message.parent_id) + 1 : 0;
       if (message.parent_id && cut === 0) return null; // not on this branch: the next snapshot says
@@ -69,7 +88,9 @@ export function setupMessageList({ list, scroller, jump, actions }) {
         }
       }
       following = true;
-      return add(message);
+      const view = add(message);
+      markCut();
+      return view;
     },
     streaming() {
       return [...views.values()].find((view) => view.message.status === "streaming") || null;

@@ -1,8 +1,10 @@
 // One message on screen: its Markdown body (rendered once per frame while it streams, closed
-// blocks once), its status in the member's language, and its actions.
+// blocks once), its images, what the model thought first (a "Thinking" section), its tokens'
+// probabilities when it has them, its status in the member's language, and its actions.
 import { BlockSplitter, renderMarkdown } from "./markdown.js";
 import { errorText, fill, gettext } from "./i18n.js";
 import { schedule } from "./render-queue.js";
+import { hideTokenTip, tokenView } from "./token-view.js";
 
 // Offsets are Unicode code points, as the server counts them (Python's len), not UTF-16 units.
 export const codePoints = (text) => { let n = 0; for (const _ of text) n++; return n; };
@@ -10,6 +12,49 @@ export const codePoints = (text) => { let n = 0; for (const _ of text) n++; retu
 export function textOf(content) {
   if (typeof content === "string") return content;
   return (content || []).map((part) => (part.type === "text" ? part.text : `[${gettext("image")}]`)).join("\n");
+}
+
+/** The text parts alone (the images are shown as pictures beside them). */
+export function wordsOf(content) {
+  if (typeof content === "string") return content;
+  return (content || []).filter((part) => part.type === "text").map((part) => part.text).join("\n");
+}
+
+/** The image parts' urls. */
+export function imagesOf(content) {
+  if (!Array.isArray(content)) return [];
+  return content.filter((part) => part && part.type === "image_url" && part.image_url && typeof part.image_url.url === "string")
+    .map((part) => part.image_url.url);
+}
+
+// Shown as a picture: this server's own uploads and inline data: images (the page's CSP allows
+// no other origin). Any other address is shown as a link, as text.
+const SHOWN_AS_IMAGE = /^(\/api\/uploads\/[0-9a-f-]{36}$|data:image\/(png|jpeg|gif|webp);)/i;
+
+// Followed as a link: web addresses and the above (never javascript: or any other scheme).
+const LINKABLE = /^(https?:\/\/|\/api\/uploads\/|data:image\/)/i;
+
+function imageElement(url) {
+  const li = document.createElement("li");
+  const link = document.createElement(LINKABLE.test(url) ? "a" : "span");
+  if (link.tagName === "A") {
+    link.href = url;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+  }
+  if (SHOWN_AS_IMAGE.test(url)) {
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = gettext("Attached image");
+    img.loading = "lazy";
+    link.append(img);
+    link.title = gettext("Open the image");
+  } else {
+    link.className = "image-link";
+    link.textContent = url.length > 80 ? `${url.slice(0, 77)}…` : url;
+  }
+  li.append(link);
+  return li;
 }
 
 /** The words under a reply that did not simply complete; "" when there is nothing to say. */
@@ -57,14 +102,20 @@ export class MessageView {
     this.reasoningBox = document.createElement("details");
     this.reasoningBox.className = "reasoning";
     this.reasoningBox.hidden = true;
-    const summary = document.createElement("summary");
-    summary.textContent = gettext("Reasoning");
+    this.reasoningSummary = document.createElement("summary");
+    this.reasoningSummary.textContent = gettext("Thinking");
     this.reasoningEl = document.createElement("div");
     this.reasoningEl.className = "reasoning-text";
-    this.reasoningBox.append(summary, this.reasoningEl);
+    this.reasoningBox.append(this.reasoningSummary, this.reasoningEl);
     this.reasoning = "";
     this.reasoningLength = 0;
     this.reasoningShown = "";
+    this.reasoningOpened = false; // opened by the page while the model thinks (closed when it answers)
+    this.imagesEl = document.createElement("ul");
+    this.imagesEl.className = "message-images";
+    this.imagesEl.hidden = true;
+    this.imagesShown = "";
+    this.tokensEl = null; // the token view, made when first asked for
     this.note = document.createElement("div");
     this.note.className = "note";
     this.bar = document.createElement("div");
@@ -74,7 +125,7 @@ export class MessageView {
     this.roleEl = document.createElement("span");
     this.roleEl.className = "role";
     meta.append(this.roleEl);
-    this.el.append(meta, this.reasoningBox, this.body, this.note, this.bar);
+    this.el.append(meta, this.reasoningBox, this.imagesEl, this.body, this.note, this.bar);
     this.resetText("");
     this.update(message);
   }
@@ -96,7 +147,8 @@ export class MessageView {
     this.el.className = `message ${m.role} ${m.status}`;
     this.roleEl.textContent = m.role === "user" ? gettext("You") : (m.model || gettext("Reply"));
     if (message.content !== undefined) {
-      const text = textOf(message.content);
+      this.showImages(imagesOf(message.content));
+      const text = m.role === "user" ? wordsOf(message.content) : textOf(message.content);
       if (text !== this.text) {
         if (text.startsWith(this.text)) { this.text = text; this.length = codePoints(text); } else this.resetText(text);
       }
@@ -112,6 +164,14 @@ export class MessageView {
     this.note.setAttribute("role", words && m.status !== "stopped" ? "alert" : "status");
     this.drawActions();
     schedule(this);
+  }
+
+  showImages(urls) {
+    const key = JSON.stringify(urls);
+    if (key === this.imagesShown) return;
+    this.imagesShown = key;
+    this.imagesEl.replaceChildren(...urls.map(imageElement));
+    this.imagesEl.hidden = urls.length === 0;
   }
 
   /** Append a delta at `offset` (code points). Returns false on a gap (the page starts again from a snapshot). */
@@ -148,6 +208,7 @@ export class MessageView {
       this.reasoningShown = this.reasoning;
       this.reasoningBox.hidden = !this.reasoning;
     }
+    this.foldReasoning();
     if (this.role === "user") {
       // The member's own words are shown as typed (as text: never parsed as HTML).
       if (this.tailShown !== this.text) { this.closedEl.textContent = this.text; this.tailShown = this.text; }
@@ -176,6 +237,36 @@ export class MessageView {
       spent += tail.length;
     }
     return { spent, more: behind };
+  }
+
+  /** Open while the model thinks and has not begun its answer; folded away once the answer starts. */
+  foldReasoning() {
+    const thinking = Boolean(this.reasoning) && !this.text && !this.final;
+    this.reasoningSummary.textContent = thinking ? gettext("Thinking…") : gettext("Thinking");
+    this.reasoningBox.classList.toggle("thinking", thinking);
+    if (thinking && !this.reasoningOpened) {
+      this.reasoningOpened = true;
+      this.reasoningBox.open = true;
+    } else if (!thinking && this.reasoningOpened) { // the answer began (or the reply ended)
+      this.reasoningOpened = false;
+      this.reasoningBox.open = false;
+    }
+  }
+
+  /** The token view in place of the body, or the body again. */
+  toggleTokens(toggle) {
+    const showing = !(this.tokensEl && !this.tokensEl.hidden);
+    if (showing) {
+      const view = tokenView(this.message.logprobs);
+      if (this.tokensEl) this.tokensEl.replaceWith(view); else this.body.after(view);
+      this.tokensEl = view;
+    } else {
+      this.tokensEl.hidden = true;
+      hideTokenTip();
+    }
+    this.body.hidden = showing;
+    toggle.setAttribute("aria-pressed", String(showing));
+    toggle.textContent = showing ? gettext("Text") : gettext("Tokens");
   }
 
   drawActions() {
@@ -210,6 +301,14 @@ export class MessageView {
           failed ? gettext("Try this reply again") : gettext("Write this reply again"));
         again.addEventListener("click", () => this.actions.regenerate(m.id));
         parts.push(again);
+        if (Array.isArray(m.logprobs) && m.logprobs.length) {
+          const shownNow = Boolean(this.tokensEl && !this.tokensEl.hidden);
+          const tokens = button("tokens-toggle", shownNow ? gettext("Text") : gettext("Tokens"),
+            gettext("Show each token with its probability"));
+          tokens.setAttribute("aria-pressed", String(shownNow));
+          tokens.addEventListener("click", () => this.toggleTokens(tokens));
+          parts.push(tokens);
+        }
       } else if (m.role === "user") {
         const edit = button("edit", gettext("Edit"), gettext("Edit and send again"));
         edit.addEventListener("click", () => this.startEditing());
@@ -239,8 +338,11 @@ export class MessageView {
     cancel.addEventListener("click", close);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      if (!box.value.trim()) return;
-      if (this.actions.edit(this.id, box.value)) close();
+      // The question's images go with its new version.
+      const images = Array.isArray(this.message.content) ? this.message.content.filter((part) => part.type === "image_url") : [];
+      if (!box.value.trim() && !images.length) return;
+      const content = images.length ? [...(box.value.trim() ? [{ type: "text", text: box.value }] : []), ...images] : box.value;
+      if (this.actions.edit(this.id, content)) close();
     });
     box.addEventListener("keydown", (event) => {
       if (event.key === "Escape") close();

@@ -1,6 +1,7 @@
 // The model picker (fed by /api/models/) and the conversation's settings panel: system prompt
-// and the Chat Completions parameters, each validated here first and then by the server,
-// whose words appear next to the field they are about.
+// and the Chat Completions parameters (token probabilities and logit bias among them), each
+// validated here first and then by the server, whose words appear next to the field they are
+// about; and "Save as preset", which keeps them as one of the member's presets.
 import { api } from "./api.js";
 import { errorText, fill, gettext } from "./i18n.js";
 
@@ -11,7 +12,25 @@ const NUMBERS = {
   frequency_penalty: { min: -2, max: 2, integer: false },
   max_tokens: { min: 1, max: 1000000, integer: true },
   seed: { min: -(2 ** 63), max: 2 ** 63 - 1, integer: true },
+  top_logprobs: { min: 0, max: 5, integer: true },
 };
+
+/** The logit bias box: "" (none), or {token id: bias} checked the way the server checks it. */
+function readLogitBias(raw) {
+  if (!raw.trim()) return { value: null };
+  let value;
+  try { value = JSON.parse(raw); } catch { value = undefined; }
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    return { error: gettext("Logit bias must be a JSON object, e.g. {\"50256\": -100}.") };
+  }
+  for (const [token, bias] of Object.entries(value)) {
+    if (!/^[0-9]+$/.test(token)) return { error: gettext("Logit bias keys must be token ids (whole numbers).") };
+    if (typeof bias !== "number" || bias < -100 || bias > 100) {
+      return { error: fill(gettext("The bias of token %(token)s must be a number from -100 to 100."), { token }) };
+    }
+  }
+  return { value };
+}
 
 /** Read the form into {system_prompt, params} or {errors: {field: message}}; null removes a parameter. */
 export function readSettings(form) {
@@ -44,6 +63,12 @@ export function readSettings(form) {
       errors["params.response_format"] = gettext("The JSON schema must be a JSON object.");
     }
   }
+  params.logprobs = form.elements.logprobs.checked ? true : null;
+  if (params.top_logprobs && !params.logprobs) {
+    errors["params.top_logprobs"] = gettext("Alternatives need the token probabilities kept.");
+  }
+  const bias = readLogitBias(form.elements.logit_bias.value);
+  if (bias.error) errors["params.logit_bias"] = bias.error; else params.logit_bias = bias.value;
   return { system_prompt: form.elements.system_prompt.value, params, errors };
 }
 
@@ -57,28 +82,37 @@ function fillForm(form, conversation) {
   form.elements.response_format.value = format ? format.type : "";
   form.elements.json_schema.value = format && format.json_schema ? JSON.stringify(format.json_schema, null, 2) : "";
   form.elements.json_schema.hidden = form.elements.response_format.value !== "json_schema";
+  form.elements.logprobs.checked = params.logprobs === true;
+  form.elements.logit_bias.value = params.logit_bias ? JSON.stringify(params.logit_bias) : "";
+}
+
+/** Parameters as a preset keeps them: the ones set (null means "not set" in the form). */
+const setOnly = (params) => Object.fromEntries(Object.entries(params).filter(([, value]) => value !== null));
+
+/** Each error next to its field (`data-field`), the rest in `formError`. */
+function showFieldErrors(form, formError, errors) {
+  for (const field of form.querySelectorAll(".field")) {
+    const messages = errors[field.dataset.field];
+    const words = Array.isArray(messages) ? messages.join(" ") : (messages || "");
+    field.classList.toggle("invalid", Boolean(words));
+    field.querySelector(".field-error").textContent = words;
+    const control = field.querySelector("input, textarea, select");
+    if (control) control.setAttribute("aria-invalid", String(Boolean(words)));
+  }
+  const shownSomewhere = Object.keys(errors).some((key) => form.querySelector(`.field[data-field="${CSS.escape(key)}"]`));
+  formError.textContent = !shownSomewhere && errors.__all__ ? errors.__all__ : "";
 }
 
 /**
  * picker, dialog, openButton: elements. getConversation(): the conversation (or the draft of a
  * new chat). save(fields): persists (PATCH) or keeps them for the first send; rejects with an ApiError.
+ * presetDialog: the "Save as preset" name dialog; onPresetSaved(preset): a preset was made.
  */
-export function setupSettings({ picker, dialog, openButton, getConversation, save, defaultModel }) {
+export function setupSettings({ picker, dialog, openButton, getConversation, save, defaultModel, presetDialog, onPresetSaved }) {
   const form = dialog.querySelector("form");
   const formError = dialog.querySelector("#settings-error");
-
-  function showErrors(errors) {
-    for (const field of form.querySelectorAll(".field")) {
-      const messages = errors[field.dataset.field];
-      const words = Array.isArray(messages) ? messages.join(" ") : (messages || "");
-      field.classList.toggle("invalid", Boolean(words));
-      field.querySelector(".field-error").textContent = words;
-      const control = field.querySelector("input, textarea, select");
-      if (control) control.setAttribute("aria-invalid", String(Boolean(words)));
-    }
-    const shownSomewhere = Object.keys(errors).some((key) => form.querySelector(`.field[data-field="${CSS.escape(key)}"]`));
-    formError.textContent = !shownSomewhere && errors.__all__ ? errors.__all__ : "";
-  }
+  const status = dialog.querySelector("#settings-status");
+  const showErrors = (errors) => showFieldErrors(form, formError, errors);
 
   form.elements.response_format.addEventListener("change", () => {
     form.elements.json_schema.hidden = form.elements.response_format.value !== "json_schema";
@@ -86,6 +120,7 @@ export function setupSettings({ picker, dialog, openButton, getConversation, sav
   openButton.addEventListener("click", () => {
     fillForm(form, getConversation());
     showErrors({});
+    status.textContent = "";
     dialog.showModal();
   });
   dialog.querySelector("#settings-cancel").addEventListener("click", () => dialog.close());
@@ -149,6 +184,48 @@ export function setupSettings({ picker, dialog, openButton, getConversation, sav
     showPickerError(error, false);
   });
   drawPicker(currentChoice());
+
+  // Save as preset: what the panel shows now (checked as for saving), under a name the member gives.
+  const presetForm = presetDialog.querySelector("form");
+  const presetError = presetDialog.querySelector("#preset-save-error");
+  dialog.querySelector("#preset-save-open").addEventListener("click", () => {
+    const read = readSettings(form);
+    showErrors(read.errors);
+    if (Object.keys(read.errors).length) return;
+    presetForm.reset();
+    showFieldErrors(presetForm, presetError, {});
+    presetDialog.showModal();
+  });
+  presetDialog.querySelector("#preset-save-cancel").addEventListener("click", () => presetDialog.close());
+  presetForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = presetForm.elements.name.value.trim();
+    if (!name) { showFieldErrors(presetForm, presetError, { name: gettext("A preset needs a name.") }); return; }
+    const read = readSettings(form);
+    if (Object.keys(read.errors).length) { presetDialog.close(); showErrors(read.errors); return; }
+    const choice = currentChoice();
+    try {
+      const preset = await api.createPreset({
+        name, model: choice.model || "", provider: choice.model ? (choice.provider || "") : "",
+        system_prompt: read.system_prompt, params: setOnly(read.params),
+      });
+      presetDialog.close();
+      status.textContent = fill(gettext("Saved as the preset “%(name)s”."), { name: preset.name });
+      if (onPresetSaved) onPresetSaved(preset);
+    } catch (error) {
+      const fields = { ...error.fields };
+      const settingsFields = Object.keys(fields).filter((key) => key.startsWith("params") || key === "system_prompt" || key === "model");
+      if (settingsFields.length) {
+        // About the panel's values: said there, by their fields.
+        presetDialog.close();
+        if (fields.params && !Object.keys(fields).some((k) => k.startsWith("params."))) fields.__all__ = fields.params.join(" ");
+        showErrors(fields);
+        return;
+      }
+      if (!fields.name) fields.__all__ = errorText(error.code, error.detail, error.message);
+      showFieldErrors(presetForm, presetError, fields);
+    }
+  });
 
   return {
     /** The conversation changed elsewhere (another tab, a snapshot): show its model. */
