@@ -17,7 +17,8 @@ process. Here:
   to ask. A process that starts listening to a group says so at once (a
   "hello" on the group's channel), which ends the quiet at every publisher.
 - Everything else (a reply's start and end, stop and sync requests, member
-  news) is always published.
+  news) is always published. Several messages at once (`group_send_many`: what
+  one write announced) go in one pipeline: one round trip to Redis, not one each.
 
 Built on channels-redis 4.3's Pub/Sub layer (pinned); it reaches into the
 shard's connection for PUBLISH's answer, and tests/test_layer.py covers it.
@@ -67,6 +68,22 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
             shard._ensure_redis()
             return await shard._redis.publish(name, self.origin + payload)
 
+    async def _publish_many(self, shard, items: list[tuple[str, bytes]]) -> list[int]:
+        """PUBLISH each (name, payload) in one pipeline; how many subscriptions received each."""
+        async with shard._lock:
+            shard._ensure_redis()
+            async with shard._redis.pipeline(transaction=False) as pipe:
+                for name, payload in items:
+                    pipe.publish(name, self.origin + payload)
+                return await pipe.execute()
+
+    def _heard(self, name: str, receivers: int, here: bool) -> None:
+        """Remember whether another process received what was just published to a group."""
+        if receivers <= (1 if here else 0):
+            self.quiet[name] = asyncio.get_running_loop().time() + QUIET_SECONDS
+        else:
+            self.quiet.pop(name, None)
+
     def _deliver_here(self, names, message: dict) -> None:
         for name in names:
             queue = self.channels.get(name)
@@ -90,14 +107,31 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
         name = self._get_group_channel_name(group)
         here = self.groups.get(name, ())
         self._deliver_here(list(here), message)
-        loop = asyncio.get_running_loop()
-        if lossy and self.quiet.get(name, 0.0) > loop.time():
+        if lossy and self.quiet.get(name, 0.0) > asyncio.get_running_loop().time():
             return
         receivers = await self._publish(name, self.channel_layer.serialize(message))
-        if receivers <= (1 if here else 0):
-            self.quiet[name] = loop.time() + QUIET_SECONDS
-        else:
-            self.quiet.pop(name, None)
+        self._heard(name, receivers, bool(here))
+
+    async def group_send_many(self, events: list[tuple[str, dict]]) -> None:
+        """Send each (group, message) in order, as group_send would, in one pipeline per shard.
+
+        Members here get each message at once; other processes through Redis, one round trip
+        for a run of messages whose groups share a shard (all of them, with one Redis). On a
+        failure nothing tells which of a failed pipeline's messages Redis published.
+        """
+        runs: list[tuple[object, list[tuple[str, str, bytes, bool]]]] = []
+        for group, message in events:
+            name = self._get_group_channel_name(group)
+            here = self.groups.get(name, ())
+            self._deliver_here(list(here), message)
+            shard = self._get_shard(name)
+            if not runs or runs[-1][0] is not shard:
+                runs.append((shard, []))
+            runs[-1][1].append((group, name, self.channel_layer.serialize(message), bool(here)))
+        for shard, run in runs:
+            receivers = await self._publish_many(shard, [(name, payload) for _group, name, payload, _here in run])
+            for (_group, name, _payload, here), count in zip(run, receivers):
+                self._heard(name, count, here)
 
     async def group_add(self, group, channel):
         name = self._get_group_channel_name(group)
