@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from conversations.chat import broadcast
 from conversations.chat.layer import LocalFirstPubSubLayer
+from tests.conftest import drain_replies, follow_reply, open_tab
 
 REDIS = os.environ["REDIS_URL"]
 
@@ -174,3 +177,57 @@ async def test_announcements_made_together_leave_in_one_round_trip():
     await broadcast.flush()
     assert trips == [[layer._get_layer()._get_group_channel_name("member.9")] * 3]
     assert [(await next_message(layer, channel))["n"] for _ in range(3)] == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- what a join costs
+
+
+async def test_only_joining_a_conversation_says_hello(processes):
+    here, _there = processes
+    published = counting_publishes(here)
+    for group in ("member.5", "reply-control.d", "conversation.d"):
+        await here.group_add(group, await here.new_channel())
+    assert published == [here._get_layer()._get_group_channel_name("conversation.d")]
+
+
+async def test_groups_without_hellos_are_never_kept_quiet(processes):
+    """A process joining a control group says no hello, and needs none: nothing sent there is held back."""
+    here, there = processes
+    mine = await here.new_channel()
+    await here.group_add("reply-control.e", mine)
+    published = counting_publishes(here)
+    await here.group_send("reply-control.e", {"type": "reply.sync"})  # nobody else listens yet
+    await here.group_send_lossy("reply-control.e", {"type": "reply.stop"})  # lossy here means nothing
+    theirs = await there.new_channel()
+    await there.group_add("reply-control.e", theirs)  # no hello
+    await here.group_send_lossy("reply-control.e", {"type": "reply.stop", "n": 2})
+    assert len(published) == 3
+    assert (await next_message(there, theirs))["n"] == 2
+
+
+async def test_a_local_channel_gets_its_groups_messages_without_a_subscription_of_its_own(processes):
+    here, there = processes
+    channel = await here.new_local_channel()
+    await here.group_add("reply-control.f", channel)
+    await there.group_send("reply-control.f", {"type": "reply.stop"})  # from another process
+    assert (await next_message(here, channel))["type"] == "reply.stop"
+    await here.send(channel, {"type": "reply.end"})
+    assert (await next_message(here, channel))["type"] == "reply.end"
+    loop_layer = here._get_layer()
+    assert channel not in loop_layer._get_shard(channel)._subscribed_to
+    await here.group_discard("reply-control.f", channel)
+    here.forget_channel(channel)
+    assert channel not in loop_layer.channels
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_finished_reply_leaves_no_channel_and_no_subscription_behind(alice, upstream, sockets):
+    conversation = await database_sync_to_async(alice.conversation)()
+    tab = await open_tab(sockets, alice, conversation)
+    await tab.send(type="send", content='hi fake:{"tokens": 5}', client_id=str(uuid.uuid4()))
+    assert (await follow_reply(tab.recv)).end["type"] == "done"
+    await tab.close()
+    await drain_replies()
+    loop_layer = get_channel_layer()._get_layer()
+    assert loop_layer.channels == {} and loop_layer.groups == {}
+    assert all(shard._subscribed_to == set() for shard in loop_layer._shards)

@@ -14,11 +14,18 @@ process. Here:
   Redis says no other process listens to the group: PUBLISH answers how many
   subscribers got it, so after a delta only this process received, the next
   deltas of that group stay local for a second, then one is published again
-  to ask. A process that starts listening to a group says so at once (a
+  to ask. A process that starts listening to such a group says so at once (a
   "hello" on the group's channel), which ends the quiet at every publisher.
+  Only the conversations' groups get lossy messages (`LOSSY_GROUPS`), so only
+  joining one of those says hello: a quiet is only ever kept, and only ever
+  read, for them.
 - Everything else (a reply's start and end, stop and sync requests, member
   news) is always published. Several messages at once (`group_send_many`: what
   one write announced) go in one pipeline: one round trip to Redis, not one each.
+- A reply's own channel is local (`new_local_channel`): nothing outside this
+  process ever addresses it (stop and sync requests reach it through its control
+  group), so it needs no subscription in Redis, and it is dropped when the reply
+  ends (`forget_channel`).
 
 Built on channels-redis 4.3's Pub/Sub layer (pinned); it reaches into the
 shard's connection for PUBLISH's answer, and tests/test_layer.py covers it.
@@ -34,6 +41,10 @@ from channels_redis.utils import _wrap_close
 
 QUIET_SECONDS = 1.0  # how long a group's deltas stay local before a publish asks again
 HELLO = b"\x00hello"
+# The groups that get lossy messages: a conversation's sockets (chat/broadcast.py's
+# conversation_group, to which broadcast.publish sends a reply's deltas). A lossy send to
+# any other group is published like any message, so joining those needs no hello.
+LOSSY_GROUPS = ("conversation.",)
 
 
 class LocalFirstShard(RedisSingleShardConnection):
@@ -78,7 +89,7 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
                 return await pipe.execute()
 
     def _heard(self, name: str, receivers: int, here: bool) -> None:
-        """Remember whether another process received what was just published to a group."""
+        """Remember whether another process received what was just published to a lossy group."""
         if receivers <= (1 if here else 0):
             self.quiet[name] = asyncio.get_running_loop().time() + QUIET_SECONDS
         else:
@@ -100,8 +111,11 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
         await self._group_send(group, message, lossy=False)
 
     async def group_send_lossy(self, group, message):
-        """A message a member may miss (it recovers): kept in this process while no other listens."""
-        await self._group_send(group, message, lossy=True)
+        """A message a member may miss (it recovers): kept in this process while no other listens.
+
+        Only for LOSSY_GROUPS, whose new members say hello; to another group it is always published.
+        """
+        await self._group_send(group, message, lossy=group.startswith(LOSSY_GROUPS))
 
     async def _group_send(self, group, message, lossy: bool) -> None:
         name = self._get_group_channel_name(group)
@@ -110,7 +124,8 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
         if lossy and self.quiet.get(name, 0.0) > asyncio.get_running_loop().time():
             return
         receivers = await self._publish(name, self.channel_layer.serialize(message))
-        self._heard(name, receivers, bool(here))
+        if group.startswith(LOSSY_GROUPS):
+            self._heard(name, receivers, bool(here))
 
     async def group_send_many(self, events: list[tuple[str, dict]]) -> None:
         """Send each (group, message) in order, as group_send would, in one pipeline per shard.
@@ -130,15 +145,26 @@ class LocalFirstLoopLayer(RedisPubSubLoopLayer):
             runs[-1][1].append((group, name, self.channel_layer.serialize(message), bool(here)))
         for shard, run in runs:
             receivers = await self._publish_many(shard, [(name, payload) for _group, name, payload, _here in run])
-            for (_group, name, _payload, here), count in zip(run, receivers):
-                self._heard(name, count, here)
+            for (group, name, _payload, here), count in zip(run, receivers):
+                if group.startswith(LOSSY_GROUPS):
+                    self._heard(name, count, here)
 
     async def group_add(self, group, channel):
         name = self._get_group_channel_name(group)
         first = name not in self.groups
         await super().group_add(group, channel)
-        if first:
+        if first and group.startswith(LOSSY_GROUPS):
             await self._publish(name, HELLO)  # any process keeping this group's deltas to itself, stop
+
+    async def new_local_channel(self, prefix: str = "local.") -> str:
+        """A channel that only this process sends to: a queue here, no subscription in Redis."""
+        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
+        self.channels[channel] = asyncio.Queue()
+        return channel
+
+    def forget_channel(self, channel: str) -> None:
+        """Drop a local channel whose reader is done (it has left its groups)."""
+        self.channels.pop(channel, None)
 
     async def receive(self, channel):
         """The stock receive, but a message delivered here is already a dict: no deserialising."""
