@@ -375,7 +375,7 @@ for _entry in UPSTREAM_ALLOWED_HOSTS:
         raise ImproperlyConfigured(f"UPSTREAM_ALLOWED_HOSTS: {exc}") from None
 
 # Replies: how they stream, persist and recover.
-DELTA_COALESCE_SECONDS = envfloat("DELTA_COALESCE_MS", 30.0) / 1000
+DELTA_COALESCE_SECONDS = envfloat("DELTA_COALESCE_MS", 40.0) / 1000
 REPLY_FLUSH_SECONDS = envfloat("REPLY_FLUSH_SECONDS", 1.0, minimum=0.05)
 REPLY_LEASE_SECONDS = envfloat("REPLY_LEASE_SECONDS", 30.0, minimum=1.0)
 if REPLY_LEASE_SECONDS < 3 * REPLY_FLUSH_SECONDS:

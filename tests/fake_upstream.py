@@ -40,7 +40,8 @@ Usage::
         assert up.requests[0]["finished"]
 
 Each request is recorded (``up.requests``, or ``GET /_fake/requests``) with its
-``body``, ``headers``, ``script``, ``streamed_text``, ``finished``,
+``body``, ``headers``, ``script``, ``streamed_text``, ``finished``, ``peer`` (the
+client's port, the same for requests that shared a connection),
 ``received_at`` (``time.time()`` once the request's body had been read) and
 ``first_chunk_at`` (``time.time()`` just before the first content chunk was
 written, ``None`` if none was). The benchmark uses the two to split the time to
@@ -273,6 +274,21 @@ class FakeUpstream:
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
 
+    def drop_connections(self) -> None:
+        """Close every open connection from this side, as a server ending idle keep-alives does."""
+        async def drop() -> None:
+            writers = list(self._writers)
+            for writer in writers:
+                writer.close()
+            for writer in writers:
+                try:
+                    await writer.wait_closed()  # the FIN has been sent when this returns
+                except Exception:
+                    pass
+
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(drop(), self._loop).result(timeout=5.0)
+
     def __enter__(self) -> FakeUpstream:
         return self.start()
 
@@ -311,10 +327,12 @@ class FakeUpstream:
             self._tasks.add(task)
         self._writers.add(writer)
         try:
+            peer = writer.get_extra_info("peername")
             while True:
                 request = await self._read_request(reader)
                 if request is None:
                     break
+                request["peer"] = peer[1] if isinstance(peer, tuple) else None
                 if not await self._dispatch(request, reader, writer):
                     break
         except _BadRequest as exc:
@@ -516,6 +534,7 @@ class FakeUpstream:
             "streamed_text": "",
             "finished": False,
             "received_at": req["received_at"],  # time.time() once the body had been read
+            "peer": req.get("peer"),  # the client's port: requests with the same one shared a connection
             "first_chunk_at": None,  # time.time() just before the first content chunk is written
         }
         try:

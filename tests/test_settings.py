@@ -66,3 +66,20 @@ def test_the_deploy_check_is_clean_with_production_settings():
     )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def setting(name: str, **env) -> str:
+    """A setting's value as the app reads it from this environment."""
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", *env)}
+    base.update(SECRET_KEY="x" * 50, DEBUG="false", **{k: v for k, v in env.items() if v is not None})
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", f"from django.conf import settings; print(settings.{name})"],
+        cwd=ROOT, env=base, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]  # after the shell's own note on what it imported
+
+
+def test_streamed_text_is_coalesced_over_40_ms_unless_configured():
+    assert setting("DELTA_COALESCE_SECONDS", DELTA_COALESCE_MS=None) == "0.04"
+    assert setting("DELTA_COALESCE_SECONDS", DELTA_COALESCE_MS="25") == "0.025"

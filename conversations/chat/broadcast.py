@@ -149,7 +149,24 @@ async def publish(conversation_id, event: dict) -> None:
 
 
 async def send_all(events: list[tuple[str, dict]]) -> None:
-    """Send events in order; on failure raise Unavailable with the ones not sent."""
+    """Send events in order; on failure raise Unavailable with the ones not known to be sent.
+
+    With the Redis layer they leave together (chat/layer.py's group_send_many: one round trip),
+    and a failure leaves all of them pending: Redis may have published part of a failed
+    pipeline, so a retry may repeat a frame, which a socket drops (realtime/delivery.py knows
+    the starts and ends it has seen). The in-memory layer sends them one by one.
+    """
+    if not events:
+        return
+    layer = get_channel_layer()
+    send_many = getattr(layer, "group_send_many", None)
+    if send_many is not None:
+        try:
+            await send_many(events)
+        except LAYER_ERRORS as error:
+            raise Unavailable(f"the channel layer is unavailable ({type(error).__name__})",
+                              pending=list(events)) from error
+        return
     for index, (group, event) in enumerate(events):
         try:
             await group_send(group, event)
@@ -206,6 +223,9 @@ async def act(func, *args, before_sending=None, **kwargs):
     return result
 
 
+SEND_BATCH = 200  # the most events one pipeline carries for the sender task
+
+
 class _Sender:
     """Sends what writes outside `act()` announced, in order, from the process's event loop."""
 
@@ -239,9 +259,10 @@ class _Sender:
 
     async def _drain(self) -> None:
         while self.queue:
-            group, event = self.queue.popleft()
+            # What arrived meanwhile leaves together: one round trip to Redis for the lot.
+            batch = [self.queue.popleft() for _ in range(min(len(self.queue), SEND_BATCH))]
             try:
-                await group_send(group, event)
+                await send_all(batch)
             except Unavailable:
                 self.failures += 1
                 if self.failures == 1:

@@ -179,7 +179,10 @@ class Generation:
         # to a group even when subscribing failed, and a new one per attempt would pile up.
         try:
             if self.control_channel is None:
-                self.control_channel = await self.layer.new_channel()
+                # Only this process sends to it (requests come through the group): with the
+                # Redis layer, a queue here and no subscription of its own (chat/layer.py).
+                new_channel = getattr(self.layer, "new_local_channel", self.layer.new_channel)
+                self.control_channel = await new_channel()
             await self.layer.group_add(broadcast.control_group(self.conversation_id), self.control_channel)
         except broadcast.LAYER_ERRORS as error:
             self.joining.failed(error, "stop and sync requests wait until it works; the reply goes on")
@@ -190,6 +193,14 @@ class Generation:
 
     async def _end_listener(self, listener: asyncio.Task | None) -> None:
         """End the listener with a message, so a Redis call is never cut mid-flight."""
+        try:
+            await self._stop_listening(listener)
+        finally:
+            forget = getattr(self.layer, "forget_channel", None)  # the Redis layer's local channels
+            if forget is not None and self.control_channel is not None:
+                forget(self.control_channel)
+
+    async def _stop_listening(self, listener: asyncio.Task | None) -> None:
         if listener is None:  # cancelled while joining: leave the group if it was joined
             if self.control is not None:
                 try:

@@ -51,6 +51,8 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from conversations.upstream.pool import LinearPool
+
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -517,16 +519,18 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     httpx does not let a caller pass a network backend, so the pool it builds is
     replaced (httpx 0.28 / httpcore 1.0 keep it in `_pool`; the check below fails
-    loudly, not silently unguarded, should that change). Like any custom
-    transport, it does not read HTTP(S)_PROXY: through a proxy the guard would
-    check the proxy's address instead of the server's.
+    loudly, not silently unguarded, should that change). The replacement is
+    `pool.LinearPool`, httpcore's pool with bookkeeping that stays cheap with
+    hundreds of streams in flight; every connection it makes goes through the
+    backend given here. Like any custom transport, it does not read HTTP(S)_PROXY:
+    through a proxy the guard would check the proxy's address instead of the server's.
     """
 
     def __init__(self, *, limits: httpx.Limits, backend: httpcore.AsyncNetworkBackend | None = None):
         super().__init__(limits=limits)
         if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
             raise RuntimeError("httpx's transport no longer keeps its pool in _pool: update netguard")
-        self._pool = httpcore.AsyncConnectionPool(
+        self._pool = LinearPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
