@@ -215,7 +215,9 @@ async def reconnect(sockets, member, conversation, attempts: int = 20):
         assert connected
         output = await tab.comm.receive_output(15)
         if output["type"] == "websocket.send":
-            assert json.loads(output["text"])["type"] == "snapshot"
+            snapshot = json.loads(output["text"])
+            assert snapshot["type"] == "snapshot"
+            tab.frames.append(snapshot)
             return tab
         assert output == {"type": "websocket.close", "code": 1013,
                           "reason": "The server cannot reach its database; reconnect shortly."}
@@ -444,7 +446,7 @@ async def test_a_reply_that_cannot_be_saved_ends_with_an_error_and_becomes_inter
     # Once its lease has passed, the reply is interrupted with the text saved before, and
     # the conversation takes the next question.
     for _ in range(100):
-        later = await open_tab(sockets, alice, conversation)
+        later = await reconnect(sockets, alice, conversation)  # the pool may still be reconnecting
         reply = later.frames[0]["messages"][-1]
         if reply["status"] == "interrupted":
             break

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from conversations.chat import replies, snapshots, turns
 from conversations.chat.tokens import estimate
-from conversations.models import Message, Usage
+from conversations.models import Message, Usage, memo
 from conversations.upstream import providers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -212,9 +212,10 @@ def test_a_send_takes_six_queries_in_one_transaction(alice, django_assert_num_qu
     conversation = alice.conversation()
     first = turns.ask(alice.user, conversation.id, "first", None, uuid.uuid4())
     replies.finish_reply(first.reply.id, first.reply.run_id, text="answer", status="complete")
-    # BEGIN, lock the conversation, read its messages, the model's provider, the member's limits,
-    # insert the question and the reply (one statement), update the conversation, COMMIT.
-    with django_assert_num_queries(8) as captured:
+    # BEGIN, lock the conversation, read its messages, insert the question and the reply (one
+    # statement), update the conversation, COMMIT. The model's provider and the member's limits
+    # were read by the first send and are remembered (models/memo.py).
+    with django_assert_num_queries(6) as captured:
         turn = turns.ask(alice.user, conversation.id, "second", None, uuid.uuid4())
     inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith('INSERT INTO "conversations_message"')]
     assert len(inserts) == 1  # both rows
@@ -222,15 +223,20 @@ def test_a_send_takes_six_queries_in_one_transaction(alice, django_assert_num_qu
     assert (question.role, question.content, reply.id, reply.parent_id) == ("user", "second", turn.reply.id, question.id)
     assert question.created_at < reply.created_at
 
+    memo.clear_all()  # as after staff changed a provider or a quota: both are read again
+    replies.finish_reply(turn.reply.id, turn.reply.run_id, text="answer", status="complete")
+    with django_assert_num_queries(8):
+        turns.ask(alice.user, conversation.id, "third", None, uuid.uuid4())
+
 
 def test_an_edit_inserts_its_question_and_reply_together_and_a_regenerate_its_reply(alice, django_assert_num_queries):
     conversation = alice.conversation()
     first = turns.ask(alice.user, conversation.id, "first", None, uuid.uuid4())
     replies.finish_reply(first.reply.id, first.reply.run_id, text="answer", status="complete")
-    with django_assert_num_queries(8):  # as a send
+    with django_assert_num_queries(6):  # as a send
         edited = turns.edit(alice.user, conversation.id, first.reply.parent_id, "first, again", None, uuid.uuid4())
     replies.finish_reply(edited.reply.id, edited.reply.run_id, text="answer", status="complete")
-    with django_assert_num_queries(8):  # the reply alone
+    with django_assert_num_queries(6):  # the reply alone, in its own insert
         turns.regenerate(alice.user, conversation.id, edited.reply.id, uuid.uuid4())
     assert conversation.messages.filter(role="user").count() == 2
     assert conversation.messages.filter(role="assistant").count() == 3
