@@ -77,3 +77,20 @@ def test_the_search_uses_the_trigram_index_and_stays_a_join(seeded):
         filters = [line for line in plan.splitlines() if "Filter:" in line]
         assert not any("SubPlan" in line for line in filters), plan
     assert common.result_count > CONVERSATIONS // 2
+
+
+def test_a_streaming_reply_is_outside_the_text_index_until_its_end(seeded):
+    """Its text is rewritten every second: none of those rewrites touch the trigram index."""
+    from conversations.chat import replies
+    from conversations.models import Message
+
+    conversation = Conversation.objects.create(owner=seeded, title="live")
+    reply = Message.objects.create(conversation=conversation, role="assistant", status="streaming",
+                                   content="", run_id=__import__("uuid").uuid4())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_indexdef('msg_content_trgm'::regclass)")
+        assert "WHERE (NOT ((status)::text = 'streaming'::text))" in cursor.fetchone()[0]
+    assert replies.save_progress_many([(reply.id, reply.run_id, "half an answer: qzxjvw", "")]) == {reply.id}
+    assert admin_search(seeded, "qzxjvw").result_count == 0  # not searchable while it streams
+    assert replies.finish_reply(reply.id, reply.run_id, text="the whole answer: qzxjvw", status="complete")
+    assert admin_search(seeded, "qzxjvw").result_count == 1

@@ -88,7 +88,9 @@ def content_search(queryset, terms: list[str]):
     """
     for term in terms:
         titles = Conversation.objects.filter(title__icontains=term).order_by().values("pk")
-        texts = Message.objects.filter(content__icontains=term).order_by().values("conversation_id")
+        # Finished messages only: the index leaves streaming replies out (models/conversation.py).
+        texts = (Message.objects.filter(content__icontains=term).exclude(status=Message.Status.STREAMING)
+                 .order_by().values("conversation_id"))
         queryset = queryset.filter(pk__in=titles.union(texts, all=True))
     return queryset
 

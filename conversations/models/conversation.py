@@ -149,8 +149,11 @@ class Message(models.Model):
                 condition=Q(status__in=["error", "interrupted"]),
                 name="msg_failed",
             ),
-            # Staff search over message text (see Conversation's conv_title_trgm).
-            GinIndex(OpClass(Upper("content"), name="gin_trgm_ops"), name="msg_content_trgm"),
+            # Search over message text (see Conversation's conv_title_trgm). Streaming replies are
+            # left out: their text is rewritten every second, and each rewrite would add every
+            # trigram of it to the index again. They join it with their final write.
+            GinIndex(OpClass(Upper("content"), name="gin_trgm_ops"), name="msg_content_trgm",
+                     condition=~Q(status="streaming")),
         ]
 
     def __str__(self) -> str:

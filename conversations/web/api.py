@@ -23,7 +23,7 @@ from conversations.chat.errors import describe
 from conversations.chat.params import ParamsError, clean_params
 from conversations.chat.serializers import conversation_dict
 from conversations.chat.snapshots import branch_dicts
-from conversations.models import Conversation, Provider
+from conversations.models import Conversation, Message, Provider
 from conversations.upstream import providers
 
 LIST_LIMIT = 200
@@ -201,8 +201,10 @@ def conversations(request):
     found = Conversation.objects.owned_by(request.user)
     query = request.GET.get("q", "").replace("\x00", "").strip()  # Postgres refuses NUL
     if query:
-        matching = Q(title__icontains=query) | Q(messages__content__icontains=query)
-        found = found.filter(matching).distinct()
+        # Finished messages only, as the trigram index holds them (a streaming reply joins at its end).
+        texts = (Message.objects.filter(conversation__owner=request.user, content__icontains=query)
+                 .exclude(status=Message.Status.STREAMING).order_by().values("conversation_id"))
+        found = found.filter(Q(title__icontains=query) | Q(pk__in=texts))
     found = found.order_by("-updated_at")[:LIST_LIMIT]
     return JsonResponse([conversation_dict(c) for c in found], safe=False)
 
