@@ -352,9 +352,9 @@ for _key in PROVIDER_KEY_SECRETS:
         raise ImproperlyConfigured("PROVIDER_KEY_SECRETS entries must be Fernet keys (32 url-safe base64 bytes)") from None
 # How long the list of models a provider offers is kept before it is asked again.
 MODEL_LIST_CACHE_SECONDS = envint("MODEL_LIST_CACHE_SECONDS", 300, minimum=1)
-# How long a process keeps which provider serves a model to a member, and a member's
-# limits, before it reads them again (models/memo.py); changes made through this
-# process apply at once, other processes' within this time. 0 reads them on every send.
+# How long a process keeps the enabled models and the quota rows before it reads them
+# again (models/memo.py); changes made through this process apply at once, other
+# processes' within this time. 0 reads them on every send.
 MEMO_SECONDS = envfloat("MEMO_SECONDS", 5.0)
 UPSTREAM_CONNECT_TIMEOUT = envfloat("UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.1)
 # Longest wait for the first token or between two chunks before the reply fails.

@@ -29,12 +29,22 @@ def north():
     return provider, model
 
 
-def test_a_resolved_model_is_read_once_then_remembered(alice, north):
-    user = alice.user
-    first, count = queries(lambda: providers.resolve(user, "north-large"))
-    again, count_again = queries(lambda: providers.resolve(user, "north-large"))
-    assert count == 1 and count_again == 0
-    assert first == again and first.provider.name == "north"
+def test_the_enabled_models_are_read_once_for_every_member(alice, bob, north):
+    first, count = queries(lambda: providers.resolve(alice.user, "north-large"))
+    again, count_again = queries(lambda: providers.resolve(alice.user, "north-large"))
+    other, count_other = queries(lambda: providers.resolve(bob.user, "north-large"))
+    default, count_default = queries(lambda: providers.resolve(bob.user, "fake-model"))
+    assert count == 2 and count_again == count_other == count_default == 0  # the models, their groups
+    assert first == again == other and first.provider.name == "north"
+    assert default.provider is None
+
+
+def test_a_model_kept_for_some_groups_reads_the_members_groups(alice, north):
+    _provider, model = north
+    model.groups.add(Group.objects.create(name="research"))
+    providers.resolve(alice.user, "north-large")
+    refused, count = queries(lambda: providers.resolve(alice.user, "north-large"))
+    assert refused is None and count == 1
 
 
 def test_staff_restricting_a_model_to_a_group_applies_at_once(alice, north):
@@ -56,15 +66,17 @@ def test_a_disabled_provider_applies_at_once(alice, north):
     assert providers.resolve(alice.user, "north-large").provider is None
 
 
-def test_limits_are_read_once_and_a_new_quota_applies_at_once(alice):
+def test_limits_are_read_once_for_every_member_and_a_new_quota_applies_at_once(alice, bob):
     user = alice.user
     assert not quotas.limits_for(user)
     _limits, count = queries(lambda: quotas.limits_for(user))
-    assert count == 0
+    _limits, count_other = queries(lambda: quotas.limits_for(bob.user))
+    assert count == count_other == 0
     Quota.objects.create(member=None, tokens_per_day=100)
     assert quotas.limits_for(user).tokens_per_day == 100
     Quota.objects.create(member=user, tokens_per_day=5)
     assert quotas.limits_for(user).tokens_per_day == 5
+    assert quotas.limits_for(bob.user).tokens_per_day == 100
     Quota.objects.filter(member=user).delete()
     assert quotas.limits_for(user).tokens_per_day == 100
 
@@ -81,11 +93,11 @@ def test_a_read_that_raced_a_change_is_not_kept(alice):
     user = alice.user
 
     def read_then_change():
-        value = quotas._limits_for(user)
+        value = {row.member_id: row for row in Quota.objects.all()}
         Quota.objects.create(member=None, tokens_per_day=7)  # the signal clears the memos mid-read
         return value
 
-    assert not quotas._limits.get(user.pk, read_then_change)
+    assert quotas._quota_rows.get("all", read_then_change) == {}
     assert quotas.limits_for(user).tokens_per_day == 7
 
 

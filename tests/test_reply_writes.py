@@ -223,9 +223,10 @@ def test_a_send_takes_six_queries_in_one_transaction(alice, django_assert_num_qu
     assert (question.role, question.content, reply.id, reply.parent_id) == ("user", "second", turn.reply.id, question.id)
     assert question.created_at < reply.created_at
 
-    memo.clear_all()  # as after staff changed a provider or a quota: both are read again
+    memo.clear_all()  # as after staff changed a provider or a quota: the enabled models (and
+    # their groups) and the quota rows are read again, once for every member of the process
     replies.finish_reply(turn.reply.id, turn.reply.run_id, text="answer", status="complete")
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(9):
         turns.ask(alice.user, conversation.id, "third", None, uuid.uuid4())
 
 

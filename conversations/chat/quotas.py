@@ -13,14 +13,14 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import F, Q, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from conversations.models import Member, Message, Quota, Usage
 from conversations.models.memo import Memo
 
 WINDOW = timedelta(minutes=1)
-_limits = Memo("quotas.limits_for")
+_quota_rows = Memo("quotas.rows")  # every Quota row, by member id (None: the team default)
 
 
 class UsageLimit(Exception):
@@ -45,13 +45,10 @@ class Limits:
 def limits_for(member) -> Limits:
     """The member's own limits where set, else the team's default (no row: no limit).
 
-    Memoized per process (models/memo.py): every send asks, staff rarely change them.
+    Every send asks; staff rarely change them: the quota rows are read once per
+    `MEMO_SECONDS` per process (models/memo.py), for every member at once.
     """
-    return _limits.get(member.pk, lambda: _limits_for(member))
-
-
-def _limits_for(member) -> Limits:
-    rows = {row.member_id: row for row in Quota.objects.filter(Q(member=member) | Q(member__isnull=True))}
+    rows = _quota_rows.get("all", lambda: {row.member_id: row for row in Quota.objects.all()})
     own, team = rows.get(member.pk), rows.get(None)
 
     def pick(name):

@@ -1,9 +1,10 @@
 """Per-process memos of small reads that every turn makes and staff rarely change.
 
 A send asks which provider serves the conversation's model to this member and
-what the member's limits are: two queries on every turn, whose answers change
-only when staff edit providers, models, groups or quotas. A `Memo` keeps such
-answers in this process for `MEMO_SECONDS` (5 by default; 0 turns it off).
+what the member's limits are: two queries on every turn, over small tables that
+change only when staff edit providers, models, groups or quotas. A `Memo` keeps
+such a table in this process for `MEMO_SECONDS` (5 by default; 0 turns it off),
+whole, so that a burst of sends by many members reads it once.
 
 When any of those rows change through the ORM (a save, a delete, a group
 membership) every memo of this process is cleared at once and again when the

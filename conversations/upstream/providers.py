@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 
 from conversations.models import Provider, ProviderModel, memo
 from conversations.models.memo import Memo
@@ -114,32 +114,51 @@ def resolve(member, model: str, provider: Provider | None = None) -> Choice | No
 
     Without a provider, a model a provider serves to this member is taken from it; a
     model providers serve only to others is refused; any other name goes to the default
-    provider, as before providers existed. One query, memoized per process (models/memo.py).
+    provider, as before providers existed. The enabled models are read once per
+    `MEMO_SECONDS` per process (models/memo.py); the member's groups only when a row
+    for this model is kept for some groups. Usually no query at all.
     """
-    key = (member.pk, model, provider.pk if provider is not None else None)
-    return _resolved.get(key, lambda: _resolve(member, model, provider))
-
-
-_resolved = Memo("providers.resolve")
-
-
-def _resolve(member, model: str, provider: Provider | None) -> Choice | None:
-    through = ProviderModel.groups.through
-    rows = (
-        ProviderModel.objects.filter(enabled=True, provider__enabled=True, name=model)
-        .select_related("provider").order_by("provider__name")
-        .annotate(restricted=Exists(through.objects.filter(providermodel_id=OuterRef("pk"))),
-                  mine=Exists(through.objects.filter(providermodel_id=OuterRef("pk"), group__user=member)))
-    )
-    if provider is not None:
-        rows = rows.filter(provider=provider)
-    rows = list(rows)
-    allowed = next((row for row in rows if not row.restricted or row.mine), None)
+    rows = [row for row in _enabled_models().get(model, ())
+            if provider is None or row.model.provider_id == provider.pk]
+    groups = _group_ids(member) if any(row.group_ids for row in rows) else frozenset()
+    allowed = next((row.model for row in rows if not row.group_ids or row.group_ids & groups), None)
     if allowed is not None:
         return Choice(allowed.name, allowed.provider, allowed.context_length, allowed.supports_images)
     if rows or provider is not None:
         return None  # served only to other members, or no longer enabled on its provider
     return Choice(model, None, context_length_for(model), takes_images(model))
+
+
+@dataclass(frozen=True)
+class _Enabled:
+    model: ProviderModel
+    group_ids: frozenset[int]  # empty: everyone
+
+
+_enabled = Memo("providers.enabled")
+
+
+def _enabled_models() -> dict[str, list[_Enabled]]:
+    """Every enabled model of an enabled provider, by name, in provider-name order (one query per period)."""
+
+    def read() -> dict[str, list[_Enabled]]:
+        through = ProviderModel.groups.through
+        rows = (ProviderModel.objects.filter(enabled=True, provider__enabled=True)
+                .select_related("provider").order_by("provider__name", "pk"))
+        groups: dict[int, set[int]] = {}
+        for model_id, group_id in through.objects.filter(providermodel__in=rows).values_list("providermodel_id",
+                                                                                             "group_id"):
+            groups.setdefault(model_id, set()).add(group_id)
+        by_name: dict[str, list[_Enabled]] = {}
+        for row in rows:
+            by_name.setdefault(row.name, []).append(_Enabled(row, frozenset(groups.get(row.pk, ()))))
+        return by_name
+
+    return _enabled.get("all", read)
+
+
+def _group_ids(member) -> frozenset[int]:
+    return frozenset(member.groups.values_list("pk", flat=True))
 
 
 def refresh_models(provider: Provider) -> tuple[int, int]:
