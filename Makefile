@@ -35,7 +35,8 @@ run: migrate
 	$(ENV) DEBUG=$${DEBUG:-true} $(BIN)/python manage.py ensure_member --if-no-users
 	$(ENV) DEBUG=$${DEBUG:-true} $(SERVE)
 
-## Run the app against the fake model server: no API key needed. Sign in as demo / demo-password
+## Run the app against the fake model server: no API key needed (it echoes, so titles are the first
+## words rather than the model's: MODEL_TITLES=false). Sign in as demo / demo-password
 ## (a member), or as reviewer / reviewer-password (a superuser) for the admin's review pages.
 demo: install-dev
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
@@ -44,7 +45,7 @@ demo: install-dev
 	$(BIN)/python -m tests.fake_upstream --port $(DEMO_UPSTREAM_PORT) --tokens 60 --delay 0.03 & \
 	trap "kill $$!" EXIT; \
 	DEBUG=true OPENAI_BASE_URL=http://127.0.0.1:$(DEMO_UPSTREAM_PORT)/v1 OPENAI_API_KEY=demo DEFAULT_MODEL=fake-model \
-	$(SERVE)
+	MODEL_TITLES=false $(SERVE)
 
 ## Install and run the whole test suite (starts Postgres and Redis if needed).
 test: install-dev
