@@ -288,3 +288,29 @@ async def test_what_the_model_saw_is_what_the_model_server_received(alice, revie
               for p in m["content"] if p["type"] == "image_url"]
     assert inline and all(p["image_url"]["url"].startswith("data:image/") for p in inline)
     assert all(request["body"]["user"] in html for request in upstream.requests)  # the body's opaque user
+
+
+def test_a_reply_with_logprobs_shows_its_tokens_shaded_with_the_alternatives(reviewer, alice):
+    tree = make_tree(alice.user)
+    tree.r1.logprobs = [
+        {"token": "Les", "logprob": -0.01, "top_logprobs": [{"token": "Les", "logprob": -0.01},
+                                                            {"token": "Des", "logprob": -4.6}]},
+        {"token": "<img src=x onerror=alert(1)>", "logprob": -3.0, "top_logprobs": [
+            {"token": "\"><script>alert(2)</script>", "logprob": -0.5}]},
+        {"token": " bons", "logprob": "not a number"},
+        "garbage",
+    ]
+    tree.r1.save(update_fields=["logprobs"])
+    html = reviewer.client.get(transcript_url(tree.conversation)).content.decode()
+    start = html.index(f'id="m-{tree.r1.id}"')
+    section = html[start:html.index("</li>\n", start)]
+    assert "Tokens with their probabilities (3 shown)" in section
+    assert '<span class="review-token band-0" title="99.0% · alternatives: &#x27;Des&#x27; 1.0%">Les</span>' in section
+    # Model output is text: escaped in the token and in the alternatives.
+    assert '<span class="review-token band-4" title="5.0% · alternatives: ' in section
+    assert "&lt;img src=x onerror=alert(1)&gt;</span>" in section
+    assert "<script>" not in section and "<img src=x" not in section
+    assert '<span class="review-token band-4" title="0.0%"> bons</span>' in section
+    # A reply without logprobs has no token view.
+    other = html[html.index(f'id="m-{tree.r3.id}"'):]
+    assert "review-token-list" not in other[:other.index("</li>\n")]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections import defaultdict
@@ -187,6 +188,43 @@ class Entry:
     def images(self) -> list[str]:
         return [str((part.get("image_url") or {}).get("url", "")) for part in self.parts
                 if isinstance(part, dict) and part.get("type") == "image_url"]
+
+    @property
+    def tokens(self) -> list[Token]:
+        """The reply's tokens with their probabilities, when logprobs were asked for (at most TOKENS_SHOWN)."""
+        return token_view(self.message.logprobs)
+
+
+TOKENS_SHOWN = 5_000  # a page stays light; the export holds them all
+
+
+@dataclass
+class Token:
+    text: str
+    percent: float
+    band: int  # 0: likely (≥ 90%) … 4: unlikely (< 10%), the shade the page gives it
+    alternatives: str  # "'a' 36.8%, 'b' 13.5%", shown on hover
+
+
+def token_view(logprobs) -> list[Token]:
+    """The model server's `logprobs.content` entries as shaded tokens; anything malformed is skipped."""
+    tokens = []
+    for entry in (logprobs if isinstance(logprobs, list) else [])[:TOKENS_SHOWN]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            continue
+        percent = _percent(entry.get("logprob"))
+        band = next((i for i, floor in enumerate((90, 60, 30, 10)) if percent >= floor), 4)
+        others = [f"{alt['token']!r} {_percent(alt.get('logprob')):.1f}%"
+                  for alt in entry.get("top_logprobs") or ()
+                  if isinstance(alt, dict) and isinstance(alt.get("token"), str) and alt["token"] != entry["token"]]
+        tokens.append(Token(entry["token"], round(percent, 1), band, ", ".join(others)))
+    return tokens
+
+
+def _percent(logprob) -> float:
+    if not isinstance(logprob, int | float) or logprob > 0:
+        return 0.0
+    return 100 * math.exp(max(float(logprob), -100.0))
 
 
 @dataclass
