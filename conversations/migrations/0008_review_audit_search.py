@@ -14,17 +14,7 @@ from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations, models
 from django.db.models.functions import Upper
 
-
-class AddIndexOnPostgres(migrations.AddIndex):
-    """AddIndex on Postgres; elsewhere only the model state changes (no GIN, no pg_trgm)."""
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
+from conversations.migrations._postgres_only import AddIndexOnPostgres
 
 
 class KeepTrigramExtension(TrigramExtension):

@@ -3,32 +3,14 @@
 A streaming reply's text is rewritten about once a second; with the reply in the
 index, every rewrite added all of its trigrams to the index again (the busiest
 write of a streaming process). A reply enters the index with its final write.
-Postgres only, as 0008's index: elsewhere only the model state changes.
+Postgres only, as 0008's index (migrations/_postgres_only.py).
 """
 
 import django.contrib.postgres.indexes
 import django.db.models.functions.text
 from django.db import migrations, models
 
-
-class RemoveIndexOnPostgres(migrations.RemoveIndex):
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-
-
-class AddIndexOnPostgres(migrations.AddIndex):
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
+from conversations.migrations._postgres_only import AddIndexOnPostgres, RemoveIndexOnPostgres
 
 
 class Migration(migrations.Migration):
