@@ -9,26 +9,23 @@ must work under it. Chromium reports each violation as a console error and a
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
-from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from conversations.accounts import invites
 from conversations.models import AuditEntry, Message
+from tests import browser as ui
+from tests.browser import ASYNC_UNSAFE
 from tests.conftest import DaphneProcess
 from tests.review_data import make_tree
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
-expect.set_options(timeout=20_000)
+# The browser fixtures (tests/browser.py), used here by name; this module's server allows signup.
+browser, fresh_channel_layer = ui.browser, ui.fresh_channel_layer
 
 RECORD_VIOLATIONS = """
 window.__violations = [];
@@ -36,35 +33,6 @@ document.addEventListener("securitypolicyviolation",
   (e) => window.__violations.push(e.violatedDirective + " " + (e.blockedURI || "inline")));
 """
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
-    # As in test_browser.py: Playwright's sync API marks an event loop running in this thread.
-    previous = os.environ.get(ASYNC_UNSAFE)
-    os.environ[ASYNC_UNSAFE] = "true"
-    try:
-        with sync_playwright() as playwright:
-            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                yield launched
-            finally:
-                launched.close()
-    finally:
-        if previous is None:
-            os.environ.pop(ASYNC_UNSAFE, None)
-        else:
-            os.environ[ASYNC_UNSAFE] = previous
-
-
-@pytest.fixture(autouse=True)
-def fresh_channel_layer():
-    """Replaces conftest's async fixture (see test_browser.py): only the daphne process uses it."""
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
 
 
 @pytest.fixture
