@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import select
+import threading
 
 import psycopg
 import pytest
 from channels.db import database_sync_to_async
-from django.db import close_old_connections, connection
+from django.conf import settings
+from django.db import close_old_connections, connection, connections
 
 from chatsite.postgres.base import QuietCheck, quiet
 from conversations.chat import threads
@@ -60,7 +62,31 @@ def server():
     # The thread that database_sync_to_async uses may hold a connection the test terminated:
     # have it returned (and so checked) before its next use, as a request's end would.
     asyncio.run(database_sync_to_async(close_old_connections)())
-    threads.close_connections()  # and so may the worker threads
+    close_worker_connections()  # and so may the worker threads
+
+
+def close_worker_connections() -> None:
+    """Have every database worker thread give back the connection it holds, if any.
+
+    Under the test framework a worker thread may still hold one after its call; a
+    connection this test terminated would then fail that thread's next call.
+    """
+    workers = settings.DB_THREADS
+    barrier = threading.Barrier(workers)
+
+    def close() -> None:
+        try:
+            barrier.wait(timeout=10)  # one job per thread: each waits until all are taken
+        except threading.BrokenBarrierError:
+            pass
+        for wrapper in connections.all(initialized_only=True):
+            try:
+                wrapper.close()
+            except Exception:
+                wrapper.connection = None  # its pool is gone: forget it
+
+    for job in [threads._db_threads.submit(close) for _ in range(workers)]:
+        job.result()
 
 
 def idle_pool(size: int):

@@ -10,7 +10,6 @@ connection rather than each retry meeting another dead one.
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 
@@ -36,30 +35,6 @@ def check_pool() -> None:
         pool.check()
     except Exception as error:  # the database is still down: the pool reconnects by itself later
         log.info("checking the database connection pool failed (%s)", type(error).__name__)
-
-
-def close_connections() -> None:
-    """Make every worker thread give back the connection it holds, if any (blocking).
-
-    For tests that cut the database's connections: a worker thread may still hold one
-    it took before (its check at the next call would not run a query on it).
-    """
-    workers = settings.DB_THREADS
-    barrier = threading.Barrier(workers)
-
-    def close() -> None:
-        try:
-            barrier.wait(timeout=10)  # one job per thread: each waits until all are taken
-        except threading.BrokenBarrierError:
-            pass
-        for wrapper in connections.all(initialized_only=True):
-            try:
-                wrapper.close()
-            except Exception:
-                wrapper.connection = None  # its pool is gone: forget it
-
-    for job in [_db_threads.submit(close) for _ in range(workers)]:
-        job.result()
 
 
 def in_thread(func):

@@ -29,9 +29,8 @@ _memos: list[Memo] = []
 
 
 class Memo:
-    def __init__(self, name: str, max_entries: int = 10_000):
+    def __init__(self, name: str):
         self.name = name
-        self.max_entries = max_entries
         self._values: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
         _memos.append(self)
@@ -48,8 +47,6 @@ class Memo:
         value = compute()
         with self._lock:
             if generation == _generation:  # nothing was cleared while it was read
-                if len(self._values) >= self.max_entries:
-                    self._values.clear()
                 self._values[key] = (now + seconds, value)
         return value
 

@@ -299,14 +299,14 @@ class ConversationConsumer(MemberSocket):
             except FrameError as refused:
                 error = refused
         # A turn checks the session in its own worker thread, unless it stores images first.
-        if (frame is None or frame.type not in TURN_FRAMES or _has_data_images(frame)) \
-                and not await self._still_allowed():
+        checked_here = frame is None or frame.type not in TURN_FRAMES or _has_data_images(frame)
+        if checked_here and not await self._still_allowed():
             return
         if error is not None:
             await self._error(error.code, error.detail, text=error.message)
             return
         try:
-            await self._act(frame)
+            await self._act(frame, signed_in=None if checked_here else self._signed_in)
         except chat.SignedOut:
             await self._still_allowed(session_ended=True)
         except chat.Busy as busy:
@@ -326,17 +326,17 @@ class ConversationConsumer(MemberSocket):
             # What was asked is stored and its reply runs; the sockets could not be told.
             await self._unavailable(f"a {frame.type} frame")
 
-    async def _act(self, frame) -> None:
-        checked = None if _has_data_images(frame) else self._signed_in  # else checked before the images
+    async def _act(self, frame, signed_in) -> None:
+        """Carry out a valid frame; `signed_in`, if given, is the session check its turn makes first."""
         if frame.type == "send":
             turn = await chat.send(self.user, self.conversation_id, frame.text, frame.parts, frame.client_id,
-                                   signed_in=checked)
+                                   signed_in=signed_in)
         elif frame.type == "edit":
             turn = await chat.edit(self.user, self.conversation_id, frame.message_id, frame.text, frame.parts,
-                                   frame.client_id, signed_in=checked)
+                                   frame.client_id, signed_in=signed_in)
         elif frame.type == "regenerate":
             turn = await chat.regenerate(self.user, self.conversation_id, frame.message_id, frame.client_id,
-                                         signed_in=checked)
+                                         signed_in=signed_in)
         elif frame.type == "select":
             await chat.select(self.user, self.conversation_id, frame.message_id)
             return
