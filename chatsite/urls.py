@@ -5,6 +5,9 @@ from django.views.i18n import JavaScriptCatalog
 from conversations.accounts import throttle as login_throttle
 from conversations.web import account, api, imports, presets, signup, uploads, views
 
+# A path that matches nothing under /api/ answers JSON too (the contract's errors).
+handler404 = api.not_found
+
 urlpatterns = [
     path("", views.new_chat, name="index"),
     path("c/<uuid:conversation_id>/", views.conversation_page, name="conversation"),

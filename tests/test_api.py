@@ -278,6 +278,15 @@ def test_an_unknown_or_malformed_id_is_404_json(alice, bad_id):
         assert_json_error(response, 404, "not_found")
 
 
+@pytest.mark.parametrize("path", ["/api/nothing-here/", "/api/conversations/x/y/z/", "/api/uploads/a/b"])
+def test_a_path_that_matches_nothing_under_the_api_is_404_json_and_elsewhere_a_page(alice, path):
+    for response in (alice.client.get(path), Client().get(path), post(alice.client, path, {})):
+        body = assert_json_error(response, 404, "not_found")
+        assert body["message"] == "There is nothing at this address."
+    page = alice.client.get("/nothing-here/")
+    assert page.status_code == 404 and not page["Content-Type"].startswith("application/json")
+
+
 # --------------------------------------------------------------------------- patch
 
 

@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.http import HttpResponse, JsonResponse
 from django.utils.text import slugify
 from django.utils.translation import gettext
+from django.views import defaults
 
 from conversations.chat import exports, presets
 from conversations.chat.access import NotFound, get_conversation
@@ -48,6 +49,13 @@ def member_api(view):
             return error(400, "invalid", str(exc))
 
     return wrapper
+
+
+def not_found(request, exception=None):
+    """Django's 404 handler: a JSON error under /api/, as every API answer is; Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return error(404, "not_found", gettext("There is nothing at this address."))
+    return defaults.page_not_found(request, exception)
 
 
 class BadBody(Exception):
