@@ -8,6 +8,7 @@ import os
 import uuid
 
 import pytest
+import redis.asyncio
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
@@ -32,6 +33,21 @@ async def next_message(layer, channel, timeout=5):
     return await asyncio.wait_for(layer.receive(channel), timeout)
 
 
+async def until_subscribed(layer, group: str, processes: int = 2) -> None:
+    """Until Redis counts `processes` subscribers of the group. group_add sends SUBSCRIBE without
+    waiting for Redis's answer, so a PUBLISH on another connection could otherwise pass it."""
+    name = layer._get_layer()._get_group_channel_name(group)
+    client = redis.asyncio.from_url(REDIS)
+    try:
+        for _ in range(500):
+            if dict(await client.pubsub_numsub(name)).get(name.encode(), 0) >= processes:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"Redis never counted {processes} subscribers of {group}")
+    finally:
+        await client.aclose()
+
+
 def counting_publishes(layer):
     loop_layer = layer._get_layer()
     counted = []
@@ -50,6 +66,7 @@ async def test_members_here_get_the_message_as_it_is_and_others_through_redis(pr
     mine, theirs = await here.new_channel(), await there.new_channel()
     await here.group_add("conversation.x", mine)
     await there.group_add("conversation.x", theirs)
+    await until_subscribed(here, "conversation.x")
     event = {"type": "reply.frame", "frame": "{}", "nested": {"a": [1, 2]}}
     await here.group_send("conversation.x", event)
     assert await next_message(here, mine) is event  # no serialising on the way
@@ -128,6 +145,7 @@ async def test_a_batch_reaches_every_member_on_both_processes_in_order_exactly_o
         for channel in channels:
             layer = here if channel in here._get_layer().channels else there
             await layer.group_add(group, channel)
+        await until_subscribed(here, group)
     events = [("conversation.a" if n % 3 else "member.7", {"type": "reply.frame", "n": n}) for n in range(12)]
     trips = counting_round_trips(here)
 
