@@ -169,6 +169,22 @@ def test_a_dead_process_reply_is_swept_by_anyone_with_its_usage_estimated(alice,
     assert usage.prompt_tokens == turn.reply.request["estimated_tokens"] > 0
 
 
+def test_a_branch_can_be_chosen_right_after_the_process_streaming_a_reply_died(alice):
+    """select sweeps a dead reply as a send does, instead of answering busy until a snapshot does."""
+    conversation = alice.conversation()
+    first = turns.ask(alice.user, conversation.id, "hello", None, uuid.uuid4())
+    replies.finish_reply(first.reply.id, first.reply.run_id, text="one", status="complete")
+    second = turns.regenerate(alice.user, conversation.id, first.reply.id)
+    with pytest.raises(turns.Busy):  # alive: its lease still runs
+        turns.select(alice.user, conversation.id, first.reply.id)
+    expire(second.reply)
+
+    turns.select(alice.user, conversation.id, first.reply.id)
+    assert Message.objects.get(pk=second.reply.id).status == "interrupted"
+    conversation.refresh_from_db()
+    assert conversation.current_leaf_id == first.reply.id
+
+
 # --------------------------------------------------------------------------- usage is never lost
 
 

@@ -114,14 +114,14 @@ def regenerate(user, conversation_id, message_id: uuid.UUID | None, client_id: u
 def select(user, conversation_id, message_id: uuid.UUID) -> None:
     """Show the branch through `message_id` (its newest end): the next question continues it.
 
-    Refused as Busy while a reply streams: the tabs would leave the reply they follow.
-    Every tab of the conversation is told to read a fresh snapshot.
+    Refused as Busy while a reply streams: the tabs would leave the reply they follow. A reply
+    whose process died is swept first, as a send would. Every tab of the conversation is told
+    to read a fresh snapshot.
     """
     with transaction.atomic():
         conversation = get_conversation(user, conversation_id, lock=True)
         messages = {m.id: m for m in Message.objects.filter(conversation=conversation)}
-        if any(m.status == Message.Status.STREAMING for m in messages.values()):
-            raise Busy()
+        _sweep_dead(conversation, messages)
         leaf = latest_leaf(messages, message_id)
         if leaf is None:
             raise NotFound("message")
@@ -180,15 +180,7 @@ def _make_room(user, conversation: Conversation, messages: dict, parts: list | N
     what is sent, and no limit of the team's is reached. Returns the model's provider choice."""
     if drain.draining():  # this process is stopping: another takes the turn
         raise Busy("draining")
-    streaming = [m for m in messages.values() if m.status == Message.Status.STREAMING]
-    if streaming:
-        now = timezone.now()
-        if any(m.lease_expires_at is None or m.lease_expires_at >= now for m in streaming):
-            raise Busy()
-        for message in replies.sweep(conversation, [m.id for m in streaming]):
-            messages[message.id] = message
-        if any(m.status == Message.Status.STREAMING for m in messages.values()):
-            raise Busy()  # a late write renewed its lease while we looked: it lives
+    _sweep_dead(conversation, messages)
     try:
         images.check_owned(user, parts)
     except images.ImageRefused as refused:
@@ -200,6 +192,21 @@ def _make_room(user, conversation: Conversation, messages: dict, parts: list | N
         raise Invalid(detail={"reason": "model_without_images", "model": conversation.model})
     quotas.check(user)
     return choice
+
+
+def _sweep_dead(conversation: Conversation, messages: dict) -> None:
+    """Raise Busy while a reply streams; a streaming reply whose lease passed (its process died)
+    is ended as interrupted first, and `messages` updated."""
+    streaming = [m for m in messages.values() if m.status == Message.Status.STREAMING]
+    if not streaming:
+        return
+    now = timezone.now()
+    if any(m.lease_expires_at is None or m.lease_expires_at >= now for m in streaming):
+        raise Busy()
+    for message in replies.sweep(conversation, [m.id for m in streaming]):
+        messages[message.id] = message
+    if any(m.status == Message.Status.STREAMING for m in messages.values()):
+        raise Busy()  # a late write renewed its lease while we looked: it lives
 
 
 def _title_from(text: str) -> str:
