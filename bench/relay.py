@@ -789,6 +789,7 @@ def app_settings() -> dict:
         "DELTA_COALESCE_MS": round(settings.DELTA_COALESCE_SECONDS * 1000, 3),
         "REPLY_FLUSH_SECONDS": settings.REPLY_FLUSH_SECONDS,
         "MODEL_TITLES": getattr(settings, "MODEL_TITLES", "—"),
+        "DB_PREPARED_STATEMENTS": getattr(settings, "DB_PREPARED_STATEMENTS", "—"),
     }
 
 

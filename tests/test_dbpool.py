@@ -158,3 +158,18 @@ def test_a_closed_connection_is_not_quiet(server):
     assert quiet(conn)
     conn.close()
     assert not quiet(conn)
+
+
+def test_a_statement_run_again_and_again_is_prepared_on_the_server(alice, server):
+    """Server-side binding and prepared statements (settings.DB_PREPARED_STATEMENTS): a send's
+    statements are the same each time, so Postgres parses and plans each once per connection."""
+    conversation = alice.conversation(title="asked often")
+    connection.close()  # a connection from the pool, as every unit of work has
+    for _ in range(settings.DB_PREPARE_THRESHOLD + 1):
+        assert Conversation.objects.get(pk=conversation.pk).title == "asked often"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    # The value travelled apart from the text ($1), not quoted into it.
+    assert any('FROM "conversations_conversation"' in text and "$1" in text for text in prepared), prepared
+    assert not any(str(conversation.pk) in text for text in prepared)

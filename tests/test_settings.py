@@ -1,5 +1,6 @@
 """Bad configuration stops the app at start with a message naming the variable."""
 
+import json
 import os
 import subprocess
 import sys
@@ -83,3 +84,23 @@ def setting(name: str, **env) -> str:
 def test_streamed_text_is_coalesced_over_40_ms_unless_configured():
     assert setting("DELTA_COALESCE_SECONDS", DELTA_COALESCE_MS=None) == "0.04"
     assert setting("DELTA_COALESCE_SECONDS", DELTA_COALESCE_MS="25") == "0.025"
+
+
+def database_options(**env) -> dict:
+    """The Postgres OPTIONS Django gets, from a fresh settings module."""
+    script = "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']['OPTIONS']))"
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'chatsite.settings'); {script}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SECRET_KEY": "x" * 50, "DEBUG": "false",
+             "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/chat", **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_prepared_statements_are_on_unless_a_pooler_needs_them_off():
+    assert database_options() | {"pool": None} == {
+        "server_side_binding": True, "prepare_threshold": 5, "pool": None}
+    assert "server_side_binding" not in database_options(DB_PREPARED_STATEMENTS="false")
+    assert database_options(DB_PREPARE_THRESHOLD="2")["prepare_threshold"] == 2
