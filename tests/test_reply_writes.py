@@ -1,14 +1,15 @@
 """The writes of a turn and of a reply's end: one active reply, conditional ends, usage, query counts."""
 
+import json
 import threading
 import uuid
 from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
-from conversations.chat import replies, snapshots, turns
+from conversations.chat import broadcast, errors, replies, snapshots, turns
 from conversations.chat.tokens import estimate
 from conversations.models import Message, Usage, memo
 from conversations.upstream import providers
@@ -202,6 +203,22 @@ def test_every_end_records_usage_once(alice, status, code):
     assert reply.usage["estimated"] is True and reply.usage["completion_tokens"] == usage.completion_tokens
 
 
+def test_an_error_at_the_end_speaks_the_members_chosen_language(alice):
+    alice.user.language = "zh-hans"
+    alice.user.save(update_fields=["language"])
+    conversation = alice.conversation()
+    turn = turns.ask(alice.user, conversation.id, "hello", None, uuid.uuid4())
+    finish = broadcast._capturing(replies.finish_reply)
+    done, events = finish(turn.reply.id, turn.reply.run_id, text="part", status="error",
+                          error_code="upstream_error", error_detail={"reason": "broke_off"})
+    frames = [json.loads(event["frame"]) for _group, event in events]
+    assert done and [frame["type"] for frame in frames] == ["error"]
+    with translation.override("zh-hans"):
+        assert frames[0]["message"] == errors.describe("upstream_error", {"reason": "broke_off"})
+    with translation.override("en"):
+        assert frames[0]["message"] != errors.describe("upstream_error", {"reason": "broke_off"})
+
+
 def test_the_upstreams_usage_wins_over_the_estimate(alice):
     conversation = alice.conversation()
     turn = turns.ask(alice.user, conversation.id, "hello", None, uuid.uuid4())
@@ -222,6 +239,16 @@ def test_usage_outlives_its_conversation(alice):
 
 
 # --------------------------------------------------------------------------- query counts
+
+
+def test_a_replys_end_takes_three_statements_and_reads_no_member(alice, django_assert_num_queries):
+    conversation = alice.conversation()
+    turn = turns.ask(alice.user, conversation.id, "hello", None, uuid.uuid4())
+    # BEGIN, lock the reply (with its conversation), write its end, insert its usage, COMMIT.
+    with django_assert_num_queries(5) as captured:
+        replies.finish_reply(turn.reply.id, turn.reply.run_id, text="hi", status="complete")
+    lock = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT"))
+    assert "ORDER BY" not in lock and "conversations_member" not in lock
 
 
 def test_a_send_takes_six_queries_in_one_transaction(alice, django_assert_num_queries):

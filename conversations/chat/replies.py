@@ -84,10 +84,13 @@ def finish_reply(reply_id: uuid.UUID, run_id: uuid.UUID, *, text: str, status: s
     """Write a reply's end, record its usage and announce it; False if it is not this run's any more
     (the conversation was deleted, or a sweep marked it interrupted)."""
     with transaction.atomic():
-        reply = (Message.objects.select_for_update(of=("self",)).select_related("conversation__owner")
-                 .filter(pk=reply_id, status=Message.Status.STREAMING, run_id=run_id).first())
-        if reply is None:
+        # No ORDER BY (the model's or .first()'s): one row by its primary key. The owner is read
+        # only for an error's language, the rare end: the others spare the statement its columns.
+        found = list(Message.objects.select_for_update(of=("self",)).select_related("conversation")
+                     .filter(pk=reply_id, status=Message.Status.STREAMING, run_id=run_id).order_by())
+        if not found:
             return False
+        reply = found[0]
         counts = usage_counts(usage, reply.request, text + reasoning)
         reply.reasoning, reply.logprobs = reasoning, logprobs
         _end(reply, text=text, status=status, finish_reason=finish_reason or "", usage=counts,
