@@ -156,8 +156,8 @@ DB_POOL_TIMEOUT = envfloat("DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 # Prepared statements: parameters sent apart from the query (psycopg's server-side binding),
 # and a statement a connection has run DB_PREPARE_THRESHOLD times is prepared there, so
 # Postgres no longer parses and plans it, nor psycopg quotes its values into the text. A send's
-# statements are the same every time: a probe measured Postgres's CPU per send 4.0 -> 2.0 ms and
-# the app's 11 -> 9 ms (docs/benchmarks.md). Off (Django's default) for a pooler that does not
+# statements are the same every time: Postgres's CPU per send 3.4 -> 2.0 ms, the app's 10.3 -> 9.1
+# (python -m bench.statements; docs/benchmarks.md). Off (Django's default) for a pooler that does not
 # keep prepared statements (PgBouncer in transaction mode before 1.21).
 DB_PREPARED_STATEMENTS = envbool("DB_PREPARED_STATEMENTS", True)
 DB_PREPARE_THRESHOLD = envint("DB_PREPARE_THRESHOLD", 5)
