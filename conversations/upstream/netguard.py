@@ -52,6 +52,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from conversations.upstream.pool import LinearPool
+from conversations.upstream.streams import QuickReadStream
 
 log = logging.getLogger(__name__)
 
@@ -479,9 +480,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             log.warning("upstream connection refused: %s", error.detail)
             raise BlockedConnection(error.message, detail=error.detail, reason=error.reason) from None
         if allowed and target.ip is None:
-            return await self._inner.connect_tcp(
+            return QuickReadStream(await self._inner.connect_tcp(
                 host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-            )
+            ))
         try:
             with anyio.fail_after(timeout):
                 addresses = [target.ip] if target.ip is not None else await _resolve(target.host, port)
@@ -500,9 +501,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         failure: Exception | None = None
         for ip in addresses:
             try:
-                return await self._inner.connect_tcp(
+                return QuickReadStream(await self._inner.connect_tcp(
                     str(ip), port, timeout=None, local_address=local_address, socket_options=socket_options
-                )
+                ))
             except httpcore.ConnectError as error:
                 failure = error
         raise failure or httpcore.ConnectError("no address to connect to")
