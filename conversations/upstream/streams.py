@@ -2,8 +2,8 @@
 
 Why: a streamed reply arrives one SSE chunk per read, and httpcore's anyio
 stream enters `anyio.fail_after` (a cancel scope) and an exception-mapping
-context for every read. In the profile of 100 paced replies that was about an
-eighth of the app's samples (docs/benchmarks.md); on this stack a read with
+context for every read. In the profile of 100 paced replies that was about a
+tenth of the app's samples (docs/benchmarks.md); on this stack a read with
 `asyncio.timeout` costs about a fifth less in all (a probe: one chunk per read).
 The meaning is httpcore's: `timeout` seconds without a byte is a ReadTimeout, a
 broken or closed socket a ReadError, the peer's end of stream an empty read.
