@@ -170,10 +170,10 @@ if DATABASE_URL:
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"]["ENGINE"] = "chatsite.postgres"
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # the pool's own check (chatsite/postgres) does it
+        options = DATABASES["default"].setdefault("OPTIONS", {})
         if DB_PREPARED_STATEMENTS:
-            DATABASES["default"].setdefault("OPTIONS", {}).update(
-                server_side_binding=True, prepare_threshold=DB_PREPARE_THRESHOLD)
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            options.update(server_side_binding=True, prepare_threshold=DB_PREPARE_THRESHOLD)
+        options["pool"] = {
             "min_size": 2, "max_size": DB_POOL_SIZE, "timeout": DB_POOL_TIMEOUT,
             # psycopg_pool retries a failed connection with a doubling wait for 5 minutes, so
             # after a 30 s outage the app could wait another 30 s to reconnect. Giving up after
